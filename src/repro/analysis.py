@@ -1,0 +1,136 @@
+"""Pure analysis: per-dataset line fits of downstream metric against ImageNet top-1, bootstrap intervals over
+models, and verdicts on the paper's claims. No matplotlib and no file layout here.
+
+Both axes are fractions (top-1 56.5% -> 0.565), so a slope is unit-free as in the paper (PAPER.md section 1).
+Exercised by `repro analyze` and `repro verify`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+MIN_MODELS_FOR_CI = 3  # fewer points leave nothing to resample: every resample is the fit itself or degenerate
+
+
+def fit_line(x: Sequence[float], y: Sequence[float]) -> dict:
+    """Ordinary least squares y = slope * x + intercept, with Pearson r; slope None below two distinct x."""
+    from scipy.stats import linregress
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < 2 or np.ptp(x) == 0:
+        return {"n": int(len(x)), "slope": None, "intercept": None, "r": None}
+    fit = linregress(x, y)
+    r = None if math.isnan(fit.rvalue) else float(fit.rvalue)
+    return {"n": int(len(x)), "slope": float(fit.slope), "intercept": float(fit.intercept), "r": r}
+
+
+def bootstrap_slope(x: Sequence[float], y: Sequence[float], resamples: int, seed: int, level: float) -> dict:
+    """Percentile bootstrap interval of the slope, resampling models with replacement.
+
+    Resamples whose x values are all equal have no slope; they are dropped and counted.
+    """
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    out = {"method": "percentile bootstrap over models", "resamples": resamples, "seed": seed, "level": level}
+    if len(x) < MIN_MODELS_FOR_CI:
+        return {**out, "low": None, "high": None, "dropped": None,
+                "reason": f"needs at least {MIN_MODELS_FOR_CI} models, has {len(x)}"}
+    rng = np.random.default_rng(seed)
+    index = rng.integers(0, len(x), size=(resamples, len(x)))
+    xs, ys = x[index], y[index]
+    xc = xs - xs.mean(axis=1, keepdims=True)
+    sxx = (xc**2).sum(axis=1)
+    ok = np.ptp(xs, axis=1) > 0  # exact test; sxx of equal values can be a rounding-error epsilon, not 0
+    slopes = (xc[ok] * (ys[ok] - ys[ok].mean(axis=1, keepdims=True))).sum(axis=1) / sxx[ok]
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(slopes, [tail, 100 - tail])
+    return {**out, "low": float(low), "high": float(high), "dropped": int((~ok).sum()), "reason": None}
+
+
+def dataset_slopes(summary, threshold: float, resamples: int, seed: int, level: float) -> dict:
+    """Per dataset: fits over all models and over models with ImageNet top-1 >= threshold (percent)."""
+    table = summary[summary["status"] == "ok"]
+    datasets = {}
+    for name, rows in table.groupby("dataset", sort=True):
+        x = rows["imagenet_top1"].to_numpy(float) / 100.0
+        y = rows["value"].to_numpy(float)
+        above = rows["imagenet_top1"].to_numpy(float) >= threshold
+        entry = {"metric": rows["metric"].iloc[0]}
+        for key, mask in (("all", np.ones(len(x), bool)), ("above_threshold", above)):
+            entry[key] = {**fit_line(x[mask], y[mask]),
+                          "ci": bootstrap_slope(x[mask], y[mask], resamples, seed, level),
+                          "models": rows["model"][mask].tolist()}
+        datasets[name] = entry
+    return {
+        "fit": "ordinary least squares, linear axes, both in fractions",
+        "threshold_top1_percent": threshold,
+        "datasets": datasets,
+    }
+
+
+# ---- claims -------------------------------------------------------------------------------------------------
+
+NEEDS_PAPER = "not evaluated (needs the paper profile)"
+
+
+def _verdict(claim: dict, verdict: str, ours: str = "", reason: str = "") -> dict:
+    return {"id": claim["id"], "claim": claim["claim"], "where": claim.get("where", ""),
+            "paper_value": str(claim.get("paper_value", "")), "ours": ours,
+            "tolerance": str(claim.get("tolerance", "")), "verdict": verdict, "reason": reason,
+            "command": claim.get("command", "")}
+
+
+def _slope_text(fit: dict) -> str:
+    if fit["slope"] is None:
+        return "no slope"
+    ci = fit["ci"]
+    interval = "" if ci["low"] is None else f" [{ci['low']:.3f}, {ci['high']:.3f}]"
+    return f"{fit['slope']:.3f}{interval}"
+
+
+def evaluate_claim(claim: dict, profile: str, summary, slopes: dict, figure_exists: bool) -> dict:
+    check = claim["check"]
+    kind = check["kind"]
+    if kind == "not_evaluable":
+        return _verdict(claim, "not evaluated", reason=check["reason"])
+    if claim.get("needs") == "paper" and profile != "paper":
+        return _verdict(claim, NEEDS_PAPER, reason=f"the results come from the {profile!r} profile")
+    ok_rows = summary[summary["status"] == "ok"]
+    tol = float(claim.get("tolerance", 0) or 0)
+    if kind == "model_set":
+        top1 = ok_rows.drop_duplicates("model")["imagenet_top1"]
+        n = int(len(top1))
+        ours = f"{n} models, {top1.min():.1f}-{top1.max():.1f}%" if n else "no models"
+        good = n == check["count"] and n > 0 and abs(top1.min() - check["top1_min"]) <= tol \
+            and abs(top1.max() - check["top1_max"]) <= tol
+        return _verdict(claim, "pass" if good else "fail", ours)
+    if kind == "dataset_set":
+        found = sorted(ok_rows["dataset"].unique())
+        good = found == sorted(check["datasets"])
+        return _verdict(claim, "pass" if good else "fail", ", ".join(found) or "none")
+    datasets = slopes["datasets"]
+    missing = [d for d in check["datasets"] if d not in datasets]
+    if missing:
+        return _verdict(claim, "not evaluated", reason=f"no results for {', '.join(missing)}")
+    if kind == "both_fits":
+        fits = {d: (datasets[d]["all"]["slope"], datasets[d]["above_threshold"]["slope"]) for d in check["datasets"]}
+        good = figure_exists and all(a is not None and b is not None for a, b in fits.values())
+        reason = "" if figure_exists else "figure missing; run `repro figures`"
+        return _verdict(claim, "pass" if good else "fail", f"{len(fits)} datasets with both fits", reason)
+    fits = {d: datasets[d]["above_threshold"] for d in check["datasets"]}
+    ours = "; ".join(f"{d} {_slope_text(f)}" for d, f in fits.items())
+    if any(f["slope"] is None for f in fits.values()):
+        return _verdict(claim, "not evaluated", ours, "a fit has fewer than two distinct models")
+    if kind == "slope_below":
+        good = all(f["slope"] < check["below"] + tol for f in fits.values())
+    elif kind == "slope_near":
+        good = all(abs(f["slope"] - check["values"][d]) <= tol for d, f in fits.items())
+    else:
+        raise ValueError(f"claim {claim['id']}: unknown check kind {kind!r}")
+    return _verdict(claim, "pass" if good else "fail", ours)
+
+
+def evaluate_claims(claims: Sequence[dict], profile: str, summary, slopes: dict, figure_exists: bool) -> list[dict]:
+    return [evaluate_claim(c, profile, summary, slopes, figure_exists) for c in claims]

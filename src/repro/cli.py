@@ -1,0 +1,331 @@
+"""The `repro` command: thin verbs that parse arguments, call one library function and print with rich.
+
+Heavy libraries (torch, pandas, matplotlib) are imported inside the verbs, so `repro --help` stays fast.
+Every verb reads the study's parameters from params.yaml (`--params` to use another file).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from repro import layout
+from repro.errors import ReproError
+
+app = typer.Typer(
+    help="Reproduce 'Does progress on ImageNet transfer to real-world datasets?' (Fang, Kornblith, Schmidt).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+data_app = typer.Typer(help="Prepare datasets: verify raw data, write the pinned split files.", no_args_is_help=True)
+models_app = typer.Typer(help="The model registry: pinned checkpoints with their ImageNet top-1.",
+                         no_args_is_help=True)
+profile_app = typer.Typer(help="Switch the active study (params.yaml) between profiles.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
+app.add_typer(profile_app, name="profile")
+
+out = Console()
+err = Console(stderr=True)
+
+ParamsOpt = Annotated[Path, typer.Option("--params", help="Parameters file of the study.")]
+
+
+def _params(path: Path):
+    from repro.config import load_params
+
+    return load_params(path)
+
+
+def _write_json(path: Path, document: dict) -> None:
+    from repro.splits import atomic_write
+
+    atomic_write(path, (json.dumps(document, indent=2) + "\n").encode())
+
+
+@app.command()
+def check(params: ParamsOpt = layout.PARAMS, out_file: Annotated[Path, typer.Option("--out")] = layout.CHECK) -> None:
+    """Check that every dataset and pretrained weight file the study needs is present, before any work."""
+    from repro.check import missing_inputs
+
+    p = _params(params)
+    problems = missing_inputs(p, layout.RAW)
+    if problems:
+        raise ReproError(f"the {p.profile!r} study cannot start: {len(problems)} input(s) missing\n  "
+                         + "\n  ".join(problems))
+    _write_json(out_file, {"profile": p.profile, "datasets": list(p.prepare.datasets),
+                           "models": list(p.finetune.models), "pretrained": p.finetune.pretrained})
+    out.print(f"[green]ok[/]: {len(p.prepare.datasets)} dataset(s) and {len(p.finetune.models)} model(s) ready "
+              f"for the {p.profile!r} study")
+
+
+@data_app.command("prepare")
+def data_prepare(
+    name: Annotated[str, typer.Argument(help="Dataset name, e.g. digits.")],
+    raw: Annotated[Path | None, typer.Option(help="Raw data folder [default: data/raw/NAME].")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Prepared folder [default: data/prepared/NAME].")]
+    = None,
+    split: Annotated[Path | None, typer.Option(help="Split file [default: data/splits/NAME.csv].")] = None,
+    repin: Annotated[bool, typer.Option(help="Accept a split that differs from its pinned sha256.")] = False,
+    params: ParamsOpt = layout.PARAMS,
+) -> None:
+    """Verify a dataset's raw data and write its split file (id,label,split) and prepared images."""
+    from repro.datasets import DATASETS
+    from repro.study import prepare
+
+    DATASETS[name]  # unknown names fail here with the list of valid ones
+    p = _params(params)
+    info = prepare(name, raw or layout.RAW / name, out_dir or layout.PREPARED / name,
+                   split or layout.split_file(name), layout.PINS, p.prepare.seed, repin=repin)
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(info["splits"].items()))
+    out.print(f"[green]prepared[/] {name}: {info['images']} images ({counts}); split sha256 {info['sha256'][:16]}")
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+@models_app.command("list")
+def models_list(fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table) -> None:
+    """List the registered models with their pinned identity and ImageNet top-1."""
+    import dataclasses
+
+    from repro.models import MODELS
+
+    rows = [{"name": s.name, **dataclasses.asdict(s)} for s in MODELS.values()]
+    if fmt is Format.json:
+        print(json.dumps(rows, indent=2))
+    elif fmt is Format.csv:
+        import csv
+
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"{len(rows)} models")
+        for column in ("name", "paper name", "top-1 %", "top-1 source", "input"):
+            table.add_column(column, justify="right" if column in ("top-1 %", "input") else "left")
+        for s in MODELS.values():
+            table.add_row(s.name, s.display, f"{s.top1:.2f}", s.top1_source, str(s.input_size))
+        out.print(table)
+
+
+@app.command()
+def finetune(
+    model: Annotated[str, typer.Option(help="Model name, see `repro models list`.")],
+    dataset: Annotated[str, typer.Option(help="Dataset name.")],
+    params: ParamsOpt = layout.PARAMS,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder [default: results/runs/MODEL/DATASET].")]
+    = None,
+) -> None:
+    """Fine-tune one model on one dataset over the lr x wd grid; write run.json, predictions and weights."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from repro.datasets import DATASETS
+    from repro.models import MODELS
+
+    spec = MODELS[model]
+    DATASETS[dataset]
+    p = _params(params)
+    fp = p.finetune
+    grid = len(fp.lrs) * len(fp.wds)
+    run_dir = out_dir or layout.run_dir(spec.path, dataset)
+    from repro.results import provenance, write_run
+    from repro.study import finetune as run_finetune
+
+    started = time.perf_counter()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[last]}"), console=err) as progress:
+        task = progress.add_task(f"{spec.name} on {dataset}", total=grid * fp.epochs, last="")
+
+        def on_epoch(config: int, epoch: int, record: dict) -> None:
+            progress.update(task, advance=1, last=f"config {config + 1}/{grid} epoch {epoch}: "
+                                                  f"select {record['select']:.3f}")
+
+        output = run_finetune(model, dataset, fp, layout.PREPARED / dataset, layout.split_file(dataset), on_epoch)
+        progress.update(task, completed=grid * fp.epochs)
+    record = {**output.record, "wall_seconds": round(time.perf_counter() - started, 3), "provenance": provenance()}
+    write_run(run_dir, record, output.predictions, output.state_dict)
+    if record["status"] == "ok":
+        c = record["chosen"]
+        out.print(f"[green]done[/] {spec.name} on {dataset}: {record['metric']} {record['value']:.4f} "
+                  f"(lr {c['lr']:g}, wd {c['wd']:g}, epoch {c['epoch']}) -> {run_dir}")
+    else:
+        out.print(f"[yellow]diverged[/] {spec.name} on {dataset}: every config had a non-finite loss -> {run_dir}")
+
+
+@app.command()
+def collect(
+    params: ParamsOpt = layout.PARAMS,
+    summary: Annotated[Path, typer.Option(help="Long table to write.")] = layout.SUMMARY,
+    metrics: Annotated[Path, typer.Option(help="Per-run metrics for `dvc metrics show`.")] = layout.METRICS,
+) -> None:
+    """Gather the study's run.json files into one long table (results/summary.csv)."""
+    from repro.models import MODELS
+    from repro.results import RUN_FILE, read_run, summary_rows, write_summary
+
+    p = _params(params)
+    records = [read_run(layout.run_dir(MODELS[m].path, d) / RUN_FILE)
+               for d in p.finetune.datasets for m in p.finetune.models]
+    write_summary(summary_rows(records), summary, metrics)
+    out.print(f"[green]collected[/] {len(records)} runs -> {summary}")
+
+
+@app.command()
+def analyze(
+    params: ParamsOpt = layout.PARAMS,
+    summary: Annotated[Path, typer.Option(help="Long table from `repro collect`.")] = layout.SUMMARY,
+    slopes: Annotated[Path, typer.Option(help="Fits to write.")] = layout.SLOPES,
+) -> None:
+    """Fit metric vs ImageNet top-1 per dataset (all models, and models above the threshold) with bootstrap CIs."""
+    from repro.analysis import dataset_slopes
+    from repro.results import read_summary
+
+    p = _params(params)
+    a = p.analyze
+    doc = dataset_slopes(read_summary(summary), a.threshold, a.bootstrap_resamples, a.bootstrap_seed, a.ci_level)
+    doc = {"profile": p.profile, **doc}
+    _write_json(slopes, doc)
+    from rich.table import Table
+
+    table = Table(title=f"slopes ({p.profile} profile)")
+    for column in ("dataset", "metric", "fit", "models", "slope", f"{a.ci_level:.0%} CI"):
+        table.add_column(column)
+    for name, entry in doc["datasets"].items():
+        for key, label in (("all", "all"), ("above_threshold", f">= {a.threshold:g}%")):
+            fit = entry[key]
+            ci = fit["ci"]
+            table.add_row(name, entry["metric"], label, str(fit["n"]),
+                          "-" if fit["slope"] is None else f"{fit['slope']:.3f}",
+                          ci["reason"] or f"[{ci['low']:.3f}, {ci['high']:.3f}]")
+    out.print(table)
+
+
+@app.command()
+def figures(
+    params: ParamsOpt = layout.PARAMS,
+    summary: Annotated[Path, typer.Option(help="Long table from `repro collect`.")] = layout.SUMMARY,
+    slopes: Annotated[Path, typer.Option(help="Fits from `repro analyze`.")] = layout.SLOPES,
+    figure: Annotated[Path, typer.Option("--out", help="Figure 1 replica to write.")] = layout.FIGURE1,
+) -> None:
+    """Draw the Figure 1 replica: metric vs ImageNet top-1 per dataset with both fitted lines."""
+    from repro.plots import figure1
+    from repro.results import read_summary
+
+    p = _params(params)
+    note = "" if p.profile == "paper" else f"{p.profile} profile: a pipeline check, not the paper's result"
+    figure1(read_summary(summary), _read_json(slopes, "repro analyze"), figure, title_note=note,
+            label_points=p.figures.label_points)
+    out.print(f"[green]wrote[/] {figure}")
+
+
+def _read_json(path: Path, producer: str) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ReproError(f"{path}: missing; run `{producer}` first") from None
+    except ValueError as exc:
+        raise ReproError(f"{path}: not valid JSON ({exc})") from None
+
+
+@app.command()
+def verify(
+    params: ParamsOpt = layout.PARAMS,
+    claims: Annotated[Path | None, typer.Option(help="Claims file [default: verify.claims in params].")] = None,
+    summary: Annotated[Path, typer.Option(help="Long table from `repro collect`.")] = layout.SUMMARY,
+    slopes: Annotated[Path, typer.Option(help="Fits from `repro analyze`.")] = layout.SLOPES,
+    figure: Annotated[Path, typer.Option(help="Figure 1 replica.")] = layout.FIGURE1,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the verdicts as JSON.")] = None,
+    strict: Annotated[bool, typer.Option(help="Exit non-zero if any claim fails.")] = False,
+    quiet: Annotated[bool, typer.Option(help="Print a one-line summary instead of the table.")] = False,
+) -> None:
+    """Check the paper's claims (paper/claims.yaml) against the current results and print a verdict table."""
+    import yaml
+
+    from repro.analysis import evaluate_claims
+    from repro.results import read_summary
+
+    p = _params(params)
+    claims_path = claims or Path(p.verify.claims)
+    try:
+        claim_list = yaml.safe_load(claims_path.read_text())["claims"]
+    except FileNotFoundError:
+        raise ReproError(f"{claims_path}: missing claims file") from None
+    except (yaml.YAMLError, TypeError, KeyError):
+        raise ReproError(f"{claims_path}: expected a YAML mapping with a 'claims' list") from None
+    slopes_doc = _read_json(slopes, "repro analyze")
+    if slopes_doc.get("profile") != p.profile:
+        raise ReproError(f"{slopes}: made under the {slopes_doc.get('profile')!r} profile, params say "
+                         f"{p.profile!r}; run `dvc repro` first")
+    verdicts = evaluate_claims(claim_list, p.profile, read_summary(summary), slopes_doc, figure.is_file())
+    if json_out is not None:
+        _write_json(json_out, {"profile": p.profile, "claims": verdicts})
+    counts = {v: sum(1 for x in verdicts if x["verdict"] == v) for v in ("pass", "fail")}
+    other = len(verdicts) - counts["pass"] - counts["fail"]
+    line = f"{len(verdicts)} claims: {counts['pass']} pass, {counts['fail']} fail, {other} not evaluated"
+    if quiet:
+        out.print(line + (f" -> {json_out}" if json_out else ""))
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"claims of the paper vs this run ({p.profile} profile)", show_lines=True)
+        for column in ("id", "claim", "paper", "ours", "tolerance", "verdict", "command"):
+            table.add_column(column, overflow="fold")
+        style = {"pass": "green", "fail": "red"}
+        for v in verdicts:
+            verdict = v["verdict"] + (f": {v['reason']}" if v["reason"] else "")
+            table.add_row(v["id"], v["claim"], v["paper_value"], v["ours"] or "-", v["tolerance"] or "-",
+                          f"[{style.get(v['verdict'], 'yellow')}]{verdict}[/]", v["command"])
+        out.print(table)
+        if p.profile != "paper":
+            out.print(f"[yellow]The {p.profile!r} profile is a pipeline check on the embedded data, not the "
+                      "paper's result;[/] run the paper profile for the real verdicts (README, 'The paper profile').")
+        out.print(line)
+    if strict and counts["fail"]:
+        raise typer.Exit(1)
+
+
+@profile_app.command("use")
+def profile_use(name: Annotated[str, typer.Argument(help="smoke or paper.")],
+                params: ParamsOpt = layout.PARAMS) -> None:
+    """Make profiles/NAME.yaml the active study (copies it to params.yaml after validating it)."""
+    from repro.config import PROFILES, load_params
+    from repro.errors import UsageError
+    from repro.splits import atomic_write
+
+    if name not in PROFILES:
+        raise UsageError(f"unknown profile {name!r}; valid: {', '.join(PROFILES)}")
+    source = layout.PROFILES / f"{name}.yaml"
+    load_params(source)  # never install a broken study
+    atomic_write(params, source.read_bytes())
+    out.print(f"[green]{params}[/] is now the {name!r} study; run `dvc repro`")
+
+
+@profile_app.command("show")
+def profile_show(params: ParamsOpt = layout.PARAMS) -> None:
+    """Print the active profile and its study size."""
+    p = _params(params)
+    f = p.finetune
+    out.print(f"{p.profile}: {len(f.models)} models x {len(f.datasets)} datasets x {len(f.lrs) * len(f.wds)} "
+              f"configs x {f.epochs} epochs (pretrained: {f.pretrained})")
+
+
+def main() -> None:
+    try:
+        app()
+    except ReproError as error:
+        err.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+        sys.exit(error.exit_code)

@@ -1,0 +1,35 @@
+"""Train and eval transforms from a DatasetSpec (PAPER.md section 4) and the model's own normalization.
+
+Train: RandomResizedCrop(size, scale=spec.crop_scale) plus the dataset's flips; eval: Resize(size) + CenterCrop(size).
+Both act on the uint8 tensors the readers decode once. Exercised by `repro finetune`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torchvision.transforms import v2
+
+from repro.datasets import DatasetSpec
+
+
+def train_transform(spec: DatasetSpec, size: int, mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
+    steps: list[v2.Transform] = [v2.RandomResizedCrop(size, scale=spec.crop_scale, antialias=True)]
+    if spec.hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    if spec.vflip:
+        steps.append(v2.RandomVerticalFlip())
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))]
+    return v2.Compose(steps)
+
+
+def eval_transform(size: int, mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
+    return v2.Compose(
+        [
+            v2.Resize(size, antialias=True),
+            v2.CenterCrop(size),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean=list(mean), std=list(std)),
+        ]
+    )

@@ -1,0 +1,26 @@
+"""The project's file layout, relative to the repository root (where dvc.yaml is). Only cli.py uses it."""
+
+from pathlib import Path
+
+PARAMS = Path("params.yaml")
+PROFILES = Path("profiles")
+RAW = Path("data/raw")
+PREPARED = Path("data/prepared")
+SPLITS = Path("data/splits")
+PINS = SPLITS / "SHA256SUMS"
+RESULTS = Path("results")
+CHECK = RESULTS / "check.json"
+RUNS = RESULTS / "runs"
+SUMMARY = RESULTS / "summary.csv"
+METRICS = RESULTS / "metrics.json"
+SLOPES = RESULTS / "slopes.json"
+CLAIMS_OUT = RESULTS / "claims.json"
+FIGURE1 = Path("paper/figures/figure1.png")
+
+
+def split_file(dataset: str) -> Path:
+    return SPLITS / f"{dataset}.csv"
+
+
+def run_dir(model_path: Path, dataset: str) -> Path:
+    return RUNS / model_path / dataset

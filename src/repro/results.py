@@ -1,0 +1,126 @@
+"""One self-describing result folder per (model, dataset) run, and `collect` into one long table.
+
+A run folder holds `run.json` (identity, metric, chosen config and epoch, resolved config, provenance),
+`predictions.csv` (report-split class scores, so every metric can be recomputed on CPU) and `model.safetensors`
+(the chosen config's best-epoch weights). run.json is written last: its presence marks a finished run.
+Exercised by `repro finetune` and `repro collect`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Iterable, Sequence
+from importlib import metadata
+from pathlib import Path
+
+from repro.errors import ReproError
+from repro.splits import atomic_write
+
+RUN_FILE = "run.json"
+PREDICTIONS_FILE = "predictions.csv"
+WEIGHTS_FILE = "model.safetensors"
+SUMMARY_COLUMNS = ["model", "model_display", "imagenet_top1", "dataset", "metric", "value", "select_value",
+                   "lr", "wd", "epoch", "status"]
+_LIBRARIES = ("torch", "torchvision", "timm", "numpy", "scikit-learn", "scipy", "pandas", "repro")
+
+
+def provenance(root: Path | None = None) -> dict:
+    """Git commit, library versions, Python and machine: enough to say what produced a number."""
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    versions = {}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "git_sha": git("rev-parse", "HEAD"),
+        "git_dirty": None if status is None else bool(status),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "libraries": versions,
+    }
+
+
+def write_run(run_dir: Path, record: dict, predictions: Sequence[dict], state_dict: dict | None) -> Path:
+    """Write a run folder; each file atomically, run.json last."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RUN_FILE).unlink(missing_ok=True)  # an interrupted rewrite must not look finished
+    buffer = io.StringIO()
+    if predictions:
+        writer = csv.DictWriter(buffer, fieldnames=list(predictions[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(predictions)
+    atomic_write(run_dir / PREDICTIONS_FILE, buffer.getvalue().encode())
+    if state_dict is not None:
+        from safetensors.torch import save
+
+        tensors = {k: v.contiguous() for k, v in state_dict.items()}
+        atomic_write(run_dir / WEIGHTS_FILE, save(tensors, metadata={"model": record["model"],
+                                                                     "dataset": record["dataset"]}))
+    atomic_write(run_dir / RUN_FILE, (json.dumps(record, indent=2, sort_keys=False) + "\n").encode())
+    return run_dir / RUN_FILE
+
+
+def read_run(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ReproError(f"{path}: missing; run `repro finetune` for it first (or `dvc repro`)") from None
+    except ValueError as exc:
+        raise ReproError(f"{path}: not valid JSON ({exc})") from None
+
+
+def summary_rows(records: Iterable[dict]) -> list[dict]:
+    """The long table: one row per (model, dataset), metric values as fractions."""
+    rows = []
+    for r in records:
+        chosen = r.get("chosen") or {}
+        rows.append({
+            "model": r["model"], "model_display": r["model_display"], "imagenet_top1": r["imagenet_top1"],
+            "dataset": r["dataset"], "metric": r["metric"], "value": r["value"],
+            "select_value": r["select_value"], "lr": chosen.get("lr"), "wd": chosen.get("wd"),
+            "epoch": chosen.get("epoch"), "status": r["status"],
+        })
+    return rows
+
+
+def write_summary(rows: Sequence[dict], summary_path: Path, metrics_path: Path) -> None:
+    """summary.csv for analysis; metrics.json (dataset -> model -> value) for `dvc metrics show`."""
+    import pandas as pd
+
+    table = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    atomic_write(summary_path, table.to_csv(index=False, lineterminator="\n").encode())
+    metrics: dict[str, dict] = {}
+    for row in rows:
+        metrics.setdefault(row["dataset"], {})[row["model"]] = {row["metric"]: row["value"]}
+    atomic_write(metrics_path, (json.dumps(metrics, indent=2) + "\n").encode())
+
+
+def read_summary(path: Path):
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(path)
+    except FileNotFoundError:
+        raise ReproError(f"{path}: missing; run `repro collect` first") from None
+    missing = [c for c in SUMMARY_COLUMNS if c not in table.columns]
+    if missing:
+        raise ReproError(f"{path}: missing columns {missing}; re-run `repro collect`")
+    return table

@@ -1,0 +1,129 @@
+"""The study's steps as library functions with explicit paths: prepare a dataset, fine-tune one (model, dataset).
+
+cli.py maps the project layout onto these arguments; tests call them directly. Exercised by
+`repro data prepare digits` and `repro finetune --model M --dataset D`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from repro.config import FinetuneParams
+from repro.datasets import DATASETS
+from repro.errors import ReproError
+from repro.splits import read_split, stratified_three_way, write_split
+
+
+def prepare(name: str, raw_dir: Path, out_dir: Path, split_path: Path, pins_path: Path, seed: int, *,
+            repin: bool = False) -> dict:
+    """Verify the raw data, write the split file (refusing to change a pinned one) and the prepared images."""
+    spec = DATASETS[name]
+    if not spec.embedded:
+        raise ReproError(f"dataset {name!r} has no prepare rule in this version; only the embedded set has")
+    from repro.datasets import embedded
+
+    images, labels = embedded.verified_digits(raw_dir)
+    ids = embedded.image_ids(len(labels))
+    rows = stratified_three_way(ids, [str(y) for y in labels], seed)
+    sha256 = write_split(rows, split_path, pins_path, repin=repin)  # refuses before anything is written
+    embedded.write_digits(out_dir, images, labels)
+    return {"dataset": name, "images": len(rows), "splits": dict(Counter(r[2] for r in rows)), "sha256": sha256}
+
+
+@dataclass
+class RunOutput:
+    record: dict  # the run JSON, without provenance
+    predictions: list[dict]  # one row per report-split image: id, target, score_0..score_{C-1}
+    state_dict: dict | None
+
+
+def finetune(model: str, dataset: str, fp: FinetuneParams, prepared_dir: Path, split_path: Path,
+             on_epoch: Callable[[int, int, dict], None] | None = None) -> RunOutput:
+    """Run the lr x wd grid for one (model, dataset) and select by the selection split, as the paper does."""
+    import numpy as np
+    import torch
+
+    from repro import models
+    from repro.datasets.generic import DecodedImageDataset, decode_images, read_labels
+    from repro.datasets.transforms import eval_transform, train_transform
+    from repro.metrics import METRICS
+    from repro.train import Protocol, best_config, resolve_device, train_config
+
+    spec = DATASETS[dataset]
+    model_spec = models.get_spec(model)
+    size = fp.image_size or spec.image_size
+    mean, std = models.normalization(model)
+    rows = read_split(split_path)
+    labelled = dict(read_labels(prepared_dir))
+    class_index = {c: i for i, c in enumerate(spec.classes)}
+    bad = [r[0] for r in rows if r[0] not in labelled or labelled[r[0]] != r[1] or r[1] not in class_index]
+    if bad:
+        raise ReproError(f"{split_path}: {len(bad)} ids disagree with {prepared_dir} (first: {bad[0]}); "
+                         f"re-run `repro data prepare {dataset}`")
+    by_split: dict[str, list[tuple[str, str]]] = {}
+    for image_id, label, split in rows:
+        by_split.setdefault(split, []).append((image_id, label))
+    for needed in ("train", spec.select_split, spec.report_split):
+        if needed not in by_split:
+            raise ReproError(f"{split_path}: no rows in split {needed!r}")
+    transforms = {"train": train_transform(spec, size, mean, std)}
+    datasets, targets = {}, {}
+    for split in {"train", spec.select_split, spec.report_split}:
+        ids = [i for i, _ in by_split[split]]
+        y = np.array([class_index[label] for _, label in by_split[split]], dtype=np.int64)
+        datasets[split] = DecodedImageDataset(decode_images(prepared_dir, ids), torch.from_numpy(y),
+                                              transforms.get(split, eval_transform(size, mean, std)))
+        targets[split] = y
+    protocol = Protocol(epochs=fp.epochs, batch_size=fp.batch_size, optimizer=fp.optimizer,
+                        adamw_wd_over_lr=fp.adamw_wd_over_lr, schedule=fp.schedule, seed=fp.seed,
+                        device=fp.device, num_workers=fp.num_workers)
+    weights_dir = Path(fp.weights_dir) if fp.weights_dir else None
+
+    def build():
+        return models.build_model(model, spec.num_classes, pretrained=fp.pretrained, image_size=size,
+                                  weights_dir=weights_dir)
+
+    grid = [(lr, wd) for lr in fp.lrs for wd in fp.wds]
+    results = []
+    for index, (lr, wd) in enumerate(grid):
+        callback = None if on_epoch is None else (lambda epoch, rec, i=index: on_epoch(i, epoch, rec))
+        results.append(train_config(build, datasets, targets, protocol, lr, wd, METRICS[spec.metric],
+                                    select=spec.select_split, report=spec.report_split,
+                                    multilabel=spec.multilabel, on_epoch=callback))
+    chosen = best_config(results)
+    seconds = sum(r.train_seconds for r in results)
+    images = sum(r.train_images for r in results)
+    record = {
+        "model": model,
+        "model_display": model_spec.display,
+        "imagenet_top1": model_spec.top1,
+        "imagenet_top1_source": model_spec.top1_source,
+        "pretrained": fp.pretrained,
+        "dataset": dataset,
+        "metric": spec.metric,
+        "select_split": spec.select_split,
+        "report_split": spec.report_split,
+        "status": "ok" if chosen is not None else "diverged",
+        "value": None if chosen is None else results[chosen].report_value,
+        "select_value": None if chosen is None else results[chosen].select_value,
+        "chosen": None if chosen is None else {"lr": results[chosen].lr, "wd": results[chosen].wd,
+                                               "epoch": results[chosen].best_epoch},
+        "configs": [{"lr": r.lr, "wd": r.wd, "diverged": r.diverged, "best_epoch": r.best_epoch,
+                     "curve": r.curve} for r in results],
+        "config": {"image_size": size, "mean": list(mean), "std": list(std), "grid": len(grid),
+                   **{k: getattr(fp, k) for k in ("epochs", "batch_size", "optimizer", "adamw_wd_over_lr",
+                                                   "schedule", "seed", "lrs", "wds")}},
+        "device": str(resolve_device(fp.device)),
+        "train_seconds": round(seconds, 3),
+        "train_images_per_second": round(images / seconds, 1) if seconds else None,
+    }
+    predictions = []
+    if chosen is not None:
+        scores = results[chosen].report_scores
+        for (image_id, _), y, row in zip(by_split[spec.report_split], targets[spec.report_split], scores):
+            predictions.append({"id": image_id, "target": int(y),
+                                **{f"score_{k}": float(v) for k, v in enumerate(row)}})
+    return RunOutput(record, predictions, None if chosen is None else results[chosen].state_dict)

@@ -1,0 +1,83 @@
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from repro.analysis import NEEDS_PAPER, bootstrap_slope, dataset_slopes, evaluate_claims, fit_line
+
+from conftest import ROOT
+
+
+def test_fit_recovers_a_known_line():
+    x = np.linspace(0.55, 0.85, 12)
+    fit = fit_line(x, 0.3 * x + 0.1)
+    assert fit["slope"] == pytest.approx(0.3) and fit["intercept"] == pytest.approx(0.1)
+    assert fit["r"] == pytest.approx(1.0) and fit["n"] == 12
+    assert fit_line([0.7, 0.7], [0.1, 0.2])["slope"] is None
+
+
+def test_bootstrap_interval_covers_the_true_slope_and_is_seeded():
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0.55, 0.85, 19)
+    y = 0.05 * x + 0.8 + rng.normal(0, 0.005, 19)
+    ci = bootstrap_slope(x, y, resamples=2000, seed=0, level=0.95)
+    assert ci["low"] < 0.05 < ci["high"] and ci["high"] - ci["low"] < 0.1
+    assert ci == bootstrap_slope(x, y, resamples=2000, seed=0, level=0.95)
+    assert ci != bootstrap_slope(x, y, resamples=2000, seed=1, level=0.95)
+    narrow = bootstrap_slope(x, y, resamples=2000, seed=0, level=0.5)
+    assert ci["low"] < narrow["low"] < narrow["high"] < ci["high"]
+
+
+def test_bootstrap_drops_degenerate_resamples_and_needs_three_models():
+    ci = bootstrap_slope([0.6, 0.7, 0.8], [0.1, 0.2, 0.3], resamples=500, seed=0, level=0.9)
+    assert ci["dropped"] > 0 and ci["low"] == pytest.approx(1.0) and ci["high"] == pytest.approx(1.0)
+    assert bootstrap_slope([0.6, 0.7], [0.1, 0.2], 100, 0, 0.9)["reason"] == "needs at least 3 models, has 2"
+
+
+def summary(slopes: dict[str, float], n=10) -> pd.DataFrame:
+    """Synthetic results: per dataset a line with the given slope above 70% and a steeper one below."""
+    top1 = np.linspace(56.5, 83.4, n)
+    rows = []
+    for dataset, slope in slopes.items():
+        for i, t in enumerate(top1):
+            value = 0.5 + slope * (t - 70) / 100 if t >= 70 else 0.5 + 2 * slope * (t - 70) / 100
+            rows.append({"model": f"m{i}", "model_display": f"M{i}", "imagenet_top1": t, "dataset": dataset,
+                         "metric": "accuracy", "value": value, "status": "ok"})
+    return pd.DataFrame(rows)
+
+
+def test_dataset_slopes_splits_at_the_threshold():
+    doc = dataset_slopes(summary({"a": 0.2}), threshold=70, resamples=200, seed=0, level=0.9)
+    above = doc["datasets"]["a"]["above_threshold"]
+    assert above["slope"] == pytest.approx(0.2) and above["n"] == 5
+    assert doc["datasets"]["a"]["all"]["slope"] > 0.2
+
+
+CLAIMS = yaml.safe_load((ROOT / "paper/claims.yaml").read_text())["claims"]
+PAPER_SLOPES = {"cct20": 0.11, "hpa": 0.29, "aptos": 0.01, "melanoma": 0.02, "cassava": 0.0, "eurosat": 0.03}
+
+
+def verdicts(table, profile="paper", figure=True):
+    doc = dataset_slopes(table, 70, 200, 0, 0.95)
+    return {v["id"]: v for v in evaluate_claims(CLAIMS, profile, table, doc, figure)}
+
+
+def test_smoke_results_never_pass_a_paper_claim():
+    result = verdicts(summary(PAPER_SLOPES), profile="smoke")
+    assert [v["verdict"] for k, v in result.items() if k != "C6"] == [NEEDS_PAPER] * 5
+    assert result["C6"]["verdict"] == "not evaluated"
+
+
+def test_results_like_the_papers_pass_and_others_fail():
+    table = summary(PAPER_SLOPES, n=19)
+    table["imagenet_top1"] = table["imagenet_top1"].round(1)
+    result = verdicts(table)
+    assert {k: v["verdict"] for k, v in result.items()} == {
+        "C1": "pass", "C2": "pass", "C3": "pass", "C4": "pass", "C5": "pass", "C6": "not evaluated"}
+    steep = verdicts(summary({**PAPER_SLOPES, "eurosat": 0.08, "hpa": 0.40}, n=19))
+    assert steep["C4"]["verdict"] == "fail" and steep["C5"]["verdict"] == "fail"
+    assert "eurosat 0.080" in steep["C4"]["ours"]
+    assert verdicts(summary(PAPER_SLOPES, n=12))["C1"]["verdict"] == "fail"
+    assert verdicts(summary(PAPER_SLOPES), figure=False)["C3"]["verdict"] == "fail"
+    partial = verdicts(summary({"cct20": 0.11}))
+    assert partial["C4"]["verdict"] == "not evaluated" and "no results for aptos" in partial["C4"]["reason"]
