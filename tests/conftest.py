@@ -16,8 +16,10 @@ BIN = Path(sys.executable).parent
 
 
 def tool_env() -> dict[str, str]:
-    """The environment the CLI and dvc run in: this venv first on PATH, DVC analytics off."""
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1"}
+    """The environment the CLI and dvc run in: this venv first on PATH, DVC analytics off, and a wide
+    terminal so that rich tables are not folded."""
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1",
+            "COLUMNS": "250"}
 
 
 def run(args: list[str], cwd: Path, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
