@@ -31,7 +31,7 @@ test: setup
 
 # Regenerate the lock file from the current venv (after changing a dependency on purpose).
 lock: setup
-	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^pip==' > requirements/lock.txt.new
+	$(BIN)/python -m pip freeze --all --exclude-editable | grep -v '^pip==' > requirements/lock.txt.new
 	{ head -n 2 requirements/lock.txt; cat requirements/lock.txt.new; } > requirements/lock.txt.tmp
 	mv requirements/lock.txt.tmp requirements/lock.txt; rm -f requirements/lock.txt.new
 
