@@ -45,6 +45,7 @@ def finetune(model: str, dataset: str, fp: FinetuneParams, prepared_dir: Path, s
     """Run the lr x wd grid for one (model, dataset) and select by the selection split, as the paper does."""
     import numpy as np
     import torch
+    from torch.utils.data import TensorDataset
 
     from repro import models
     from repro.datasets.generic import DecodedImageDataset, decode_images, read_labels
@@ -69,13 +70,16 @@ def finetune(model: str, dataset: str, fp: FinetuneParams, prepared_dir: Path, s
     for needed in ("train", spec.select_split, spec.report_split):
         if needed not in by_split:
             raise ReproError(f"{split_path}: no rows in split {needed!r}")
-    transforms = {"train": train_transform(spec, size, mean, std)}
     datasets, targets = {}, {}
+    evaluate = eval_transform(size, mean, std)
     for split in {"train", spec.select_split, spec.report_split}:
         ids = [i for i, _ in by_split[split]]
         y = np.array([class_index[label] for _, label in by_split[split]], dtype=np.int64)
-        datasets[split] = DecodedImageDataset(decode_images(prepared_dir, ids), torch.from_numpy(y),
-                                              transforms.get(split, eval_transform(size, mean, std)))
+        images = decode_images(prepared_dir, ids)
+        if split == "train":
+            datasets[split] = DecodedImageDataset(images, torch.from_numpy(y), train_transform(spec, size, mean, std))
+        else:  # the eval transform is deterministic: apply it once, not once per epoch and config
+            datasets[split] = TensorDataset(torch.stack([evaluate(image) for image in images]), torch.from_numpy(y))
         targets[split] = y
     protocol = Protocol(epochs=fp.epochs, batch_size=fp.batch_size, optimizer=fp.optimizer,
                         adamw_wd_over_lr=fp.adamw_wd_over_lr, schedule=fp.schedule, seed=fp.seed,
