@@ -8,7 +8,8 @@ import pytest
 from conftest import BIN, ROOT, run
 
 REPRO = str(BIN / "repro")
-VERBS = [[], ["check"], ["data"], ["data", "prepare"], ["models"], ["models", "list"], ["finetune"], ["collect"],
+VERBS = [[], ["check"], ["data"], ["data", "prepare"], ["models"], ["models", "list"], ["models", "fetch"],
+         ["models", "verify"], ["finetune"], ["collect"],
          ["analyze"], ["figures"], ["verify"], ["profile"], ["profile", "use"]]
 
 
@@ -72,9 +73,45 @@ def test_paper_profile_stops_before_any_work_naming_what_is_missing(checkout, tm
 
 
 def test_models_list_formats():
+    # 19 paper models, 7 added in 2023, SqueezeNet's linear-head variant and one tiny test entry
     rows = json.loads(run([REPRO, "models", "list", "--format", "json"], ROOT).stdout)
-    assert len(rows) == 19 and {"name", "top1", "top1_source", "input_size", "tag"} <= set(rows[0])
+    assert len(rows) == 28 and sum(r["in_paper"] for r in rows) == 19
+    identity = {"name", "top1", "top1_source", "input_size", "tag", "weights", "url", "hf_hub_id", "num_params",
+                "sha256", "revision"}
+    assert all(identity <= set(r) for r in rows)
     csv_lines = run([REPRO, "models", "list", "--format", "csv"], ROOT).stdout.splitlines()
-    assert csv_lines[0].startswith("name,library,arch,tag") and len(csv_lines) == 20
+    assert csv_lines[0].startswith("name,library,arch,tag") and len(csv_lines) == 29
     table = run([REPRO, "models", "list"], ROOT).stdout
-    assert "19 models" in table and "ConvNeXt-Tiny" in table
+    assert "28 models" in table and "ConvNeXt-Tiny" in table and "CAFormer-B36" in table
+
+
+def test_check_and_finetune_refuse_pretrained_weights_that_differ_from_their_pin(checkout, tmp_path):
+    """The pipeline's own path (repro check, repro finetune) verifies weights against weights.lock.json."""
+    import hashlib
+
+    import torch
+    import yaml
+
+    from repro.models import MODELS, build_model
+    from repro.weights import file_name
+
+    name = "torchvision/squeezenet1_1.IMAGENET1K_V1"
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    path = weights / file_name(MODELS[name])
+    torch.save(build_model(name, 1000).state_dict(), path)
+    lock = json.loads((checkout / "weights.lock.json").read_text())
+    lock["weights"][name].update(sha256=hashlib.sha256(path.read_bytes()).hexdigest(), size=path.stat().st_size)
+    (checkout / "weights.lock.json").write_text(json.dumps(lock))
+    params = yaml.safe_load((checkout / "params.yaml").read_text())
+    params["finetune"].update(models=[name], pretrained=True, weights_dir=str(weights), epochs=1, lrs=[0.01], wds=[0.0])
+    (checkout / "params.yaml").write_text(yaml.safe_dump(params))
+    run([REPRO, "check"], checkout)
+    run([REPRO, "data", "prepare", "digits"], checkout)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, one byte differs
+    path.write_bytes(bytes(data))
+    for args in (["check"], ["finetune", "--model", name, "--dataset", "digits"]):
+        done = run([REPRO, *args], checkout, check=False)
+        assert done.returncode == 1 and "does not match the lock" in done.stderr, done.stderr
+    assert not list(checkout.glob("results/runs/**/run.json"))

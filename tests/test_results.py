@@ -32,7 +32,7 @@ def test_a_run_folder_round_trips_and_run_json_comes_last(tmp_path):
 
 
 def test_missing_or_broken_run_json_is_a_clear_error(tmp_path):
-    with pytest.raises(ReproError, match="missing; run `repro finetune`"):
+    with pytest.raises(ReproError, match="missing; run `repro finetune` first"):
         read_run(tmp_path / RUN_FILE)
     (tmp_path / RUN_FILE).write_text("{")
     with pytest.raises(ReproError, match="not valid JSON"):

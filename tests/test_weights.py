@@ -43,3 +43,20 @@ def test_unknown_formats_and_non_dicts_are_refused(tmp_path):
     torch.save([torch.zeros(1)], tmp_path / "list.pth")
     with pytest.raises(ReproError, match="expected a state dict"):
         load_state_dict(tmp_path / "list.pth")
+
+
+def test_a_missing_or_malformed_lock_is_one_line_naming_the_file(tmp_path):
+    from repro.weights import read_lock
+
+    with pytest.raises(ReproError, match="weights lock not found"):
+        read_lock(tmp_path / "nowhere.json")
+    lock = tmp_path / "lock.json"
+    lock.write_text('{"version": 1, "weights": {"timm/x.y": {"url": "https://h/x", "file": "x", "sha256": "abc"}}}')
+    with pytest.raises(ReproError, match=r"lock.json: timm/x.y: sha256 'abc' is not 64 lowercase hex digits"):
+        read_lock(lock)
+    lock.write_text('{"version": 1, "weights": {"timm/x.y": {"url": "https://h/x"}}}')
+    with pytest.raises(ReproError, match="timm/x.y: .*missing 1 required positional argument: 'file'"):
+        read_lock(lock)
+    lock.write_text("[]")
+    with pytest.raises(ReproError, match='expected {"version": 1'):
+        read_lock(lock)

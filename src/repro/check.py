@@ -12,8 +12,11 @@ from repro.config import Params
 from repro.datasets import DATASETS
 
 
-def missing_inputs(params: Params, raw_root: Path) -> list[str]:
-    """One line per missing input: what it is, where it should be, how to get it. Empty when all is here."""
+def missing_inputs(params: Params, raw_root: Path, weights_lock: Path) -> list[str]:
+    """One line per missing input: what it is, where it should be, how to get it. Empty when all is here.
+
+    A weight file that is present but differs from its sha256 pin in `weights_lock` counts as a problem too.
+    """
     problems = []
     for name in params.prepare.datasets:
         spec = DATASETS[name]
@@ -32,7 +35,7 @@ def missing_inputs(params: Params, raw_root: Path) -> list[str]:
         weights_dir = Path(params.finetune.weights_dir) if params.finetune.weights_dir else None
         for name in params.finetune.models:
             try:
-                locate(MODELS[name], weights_dir)
+                locate(MODELS[name], weights_dir, weights_lock)
             except ReproError as error:
                 problems.append(str(error))
     return problems

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 PARAMS = Path("params.yaml")
+WEIGHTS_LOCK = Path("weights.lock.json")  # sha256 pins of the pretrained weight files (repro.weights)
 PROFILES = Path("profiles")
 RAW = Path("data/raw")
 PREPARED = Path("data/prepared")

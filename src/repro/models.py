@@ -1,8 +1,10 @@
 """The model registry: every ImageNet-pretrained checkpoint of the study, pinned by identity, and `build_model`.
 
 A name is structured as `<library>/<arch>.<tag>` (timm's `arch.tag` rule with the library in front) and becomes a
-path by the same string, e.g. `results/runs/torchvision/resnet50.IMAGENET1K_V1/`. Importing this module does not
-import torch; `build_model` does. Exercised by `repro models list`.
+path by the same string, e.g. `results/runs/torchvision/resnet50.IMAGENET1K_V1/`. A head variant adds `-<variant>`
+to the arch part (`torchvision/squeezenet1_1-linear.IMAGENET1K_V1`); it shares its weight file with the plain
+entry, so the weight lock (`weights.lock.json`, see repro.weights) is keyed by `ModelSpec.weights_key`.
+Importing this module does not import torch; `build_model` does. Exercised by `repro models list`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,19 @@ if TYPE_CHECKING:
 
 TORCHVISION_META = "torchvision weights meta (torchvision 0.29.1)"
 TIMM_2022 = "timm results-imagenet.csv (2022)"
+# The 7 later models were not in the paper's 2022 table; their top-1 is timm's own evaluation at this commit.
+TIMM_CSV = ("timm results/results-imagenet.csv, "
+            "huggingface/pytorch-image-models@0173a139a2c66db3a41ebfe1d8ac4fb02483642e (row '{weights}')")
+# timm's test models are absent from results-imagenet.csv; their top-1 is in the README's release notes.
+TIMM_README_TINY = ("timm README.md, huggingface/pytorch-image-models@015ac30a9108acb8e690644600e9266f03770cbd, "
+                    "2024 release note 'tiny < .5M param models for testing', row '{weights}' at 160 px")
+
+PAPER = "paper: one of the 19 checkpoints of the authors' sample_train.py"
+LATER = "later: added to sample_train.py in Aug 2023 (commit 5210027), not in the paper"
+VARIANT = "variant: sample_train.py 'SqueezeNetLin', SqueezeNet 1.1 with a linear head"
+TINY = "test: a tiny ImageNet-trained timm model, so tests run the real code path in seconds"
+
+HF = "https://huggingface.co"
 
 
 @dataclass(frozen=True)
@@ -32,55 +47,106 @@ class ModelSpec:
     top1_source: str
     input_size: int  # native input size of the weights' own config
     head: str  # torchvision: dotted path of the classifier module; timm: "reset_classifier"
-    fixed_input_size: bool = False  # ViTs: position embeddings need img_size at build time
+    num_params: int  # parameters with the 1000-way ImageNet head; tests/test_models.py counts them on the built model
+    weights: str  # the pinned identity in the library's spelling: torchvision enum member, or timm `arch.tag`
+    url: str  # torchvision: the enum's download URL; timm: the HF hub file (its revision is pinned by the lock)
+    hf_hub_id: str | None = None  # timm: the HF hub repository of these weights
+    fixed_input_size: bool = False  # ViTs, Swin, Mixer: the input size is part of the architecture, set at build
     in_paper: bool = True
+    variant: str = ""  # a head variant of the same weights, part of the name
+    head_kind: Literal["same", "pool_linear"] = "same"  # how `head` is replaced, see `_HEADS`
+    origin: str = PAPER
 
     @property
     def name(self) -> str:
+        arch = f"{self.arch}-{self.variant}" if self.variant else self.arch
+        return f"{self.library}/{arch}.{self.tag}"
+
+    @property
+    def weights_key(self) -> str:
+        """The weight file's identity: the name without the head variant (the lock's key)."""
         return f"{self.library}/{self.arch}.{self.tag}"
 
     @property
     def path(self) -> Path:
         """The one name -> path rule: the structured name is a relative path."""
-        return Path(self.library) / f"{self.arch}.{self.tag}"
+        return Path(self.name)
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
+
+_TV_URL = "https://download.pytorch.org/models/"
 
 
 def _register(spec: ModelSpec) -> None:
     MODELS.register(spec.name, spec)
 
 
-def _tv(arch: str, display: str, top1: float, head: str) -> None:
-    _register(ModelSpec("torchvision", arch, "IMAGENET1K_V1", display, top1, TORCHVISION_META, 224, head))
+def _tv(arch: str, enum: str, file: str, display: str, top1: float, head: str, params: int, **extra) -> None:
+    _register(ModelSpec("torchvision", arch, "IMAGENET1K_V1", display, top1, TORCHVISION_META, 224, head, params,
+                        f"{enum}.IMAGENET1K_V1", _TV_URL + file, **extra))
 
 
-def _timm(arch: str, tag: str, display: str, top1: float, size: int, note: str = "", fixed: bool = False) -> None:
-    source = TIMM_2022 + (f", {note}" if note else "")
-    _register(ModelSpec("timm", arch, tag, display, top1, source, size, "reset_classifier", fixed_input_size=fixed))
+def _timm(arch: str, tag: str, display: str, top1: float, size: int, params: int, *, source: str = TIMM_2022,
+          fixed: bool = False, origin: str = PAPER) -> None:
+    weights = f"{arch}.{tag}"
+    hub = f"timm/{weights}"
+    _register(ModelSpec("timm", arch, tag, display, top1, source.format(weights=weights), size, "reset_classifier",
+                        params, weights, f"{HF}/{hub}/resolve/main/model.safetensors", hub, fixed_input_size=fixed,
+                        in_paper=origin == PAPER, origin=origin))
 
 
 # The 19 checkpoints named by the authors' sample_train.py, in order of ImageNet top-1 (PAPER.md section 2).
-_tv("alexnet", "AlexNet", 56.522, "classifier.6")
-_tv("squeezenet1_1", "SqueezeNet 1.1", 58.178, "classifier.1")
-_tv("shufflenet_v2_x0_5", "ShuffleNetV2 x0.5", 60.552, "fc")
-_tv("mobilenet_v3_small", "MobileNetV3-Small", 67.668, "classifier.3")
-_tv("mnasnet0_5", "MnasNet 0.5", 67.734, "classifier.1")
-_tv("shufflenet_v2_x1_0", "ShuffleNetV2 x1.0", 69.362, "fc")
-_tv("vgg13_bn", "VGG-13-BN", 71.586, "classifier.6")
-_timm("deit_tiny_patch16_224", "fb_in1k", "DeiT-Tiny", 72.17, 224, fixed=True)
-_tv("vgg16_bn", "VGG-16-BN", 73.360, "classifier.6")
-_tv("densenet121", "DenseNet-121", 74.434, "classifier")
-_tv("resnet50", "ResNet-50", 76.130, "fc")
-_tv("resnext50_32x4d", "ResNeXt-50 32x4d", 77.618, "fc")
-_timm("efficientnet_b0", "ra_in1k", "EfficientNet-B0", 77.70, 224)
-_tv("resnet152", "ResNet-152", 78.312, "fc")
-_timm("deit_small_patch16_224", "fb_in1k", "DeiT-Small", 79.86, 224, fixed=True)
-_timm("inception_resnet_v2", "tf_in1k", "Inception-ResNet-v2", 80.46, 299, note="299 px")
-_timm("convnext_tiny", "fb_in1k", "ConvNeXt-Tiny", 82.06, 224)
-_timm("pnasnet5large", "tf_in1k", "PNASNet-5-Large", 82.78, 331, note="331 px")
-_timm("efficientnet_b4", "ra2_in1k", "EfficientNet-B4", 83.42, 320, note="measured at 384 px")
+_tv("alexnet", "AlexNet_Weights", "alexnet-owt-7be5be79.pth", "AlexNet", 56.522, "classifier.6", 61100840)
+_tv("squeezenet1_1", "SqueezeNet1_1_Weights", "squeezenet1_1-b8a52dc0.pth", "SqueezeNet 1.1", 58.178,
+    "classifier.1", 1235496)
+_tv("shufflenet_v2_x0_5", "ShuffleNet_V2_X0_5_Weights", "shufflenetv2_x0.5-f707e7126e.pth", "ShuffleNetV2 x0.5",
+    60.552, "fc", 1366792)
+_tv("mobilenet_v3_small", "MobileNet_V3_Small_Weights", "mobilenet_v3_small-047dcff4.pth", "MobileNetV3-Small",
+    67.668, "classifier.3", 2542856)
+_tv("mnasnet0_5", "MNASNet0_5_Weights", "mnasnet0.5_top1_67.823-3ffadce67e.pth", "MnasNet 0.5", 67.734,
+    "classifier.1", 2218512)
+_tv("shufflenet_v2_x1_0", "ShuffleNet_V2_X1_0_Weights", "shufflenetv2_x1-5666bf0f80.pth", "ShuffleNetV2 x1.0",
+    69.362, "fc", 2278604)
+_tv("vgg13_bn", "VGG13_BN_Weights", "vgg13_bn-abd245e5.pth", "VGG-13-BN", 71.586, "classifier.6", 133053736)
+_timm("deit_tiny_patch16_224", "fb_in1k", "DeiT-Tiny", 72.17, 224, 5717416, fixed=True)
+_tv("vgg16_bn", "VGG16_BN_Weights", "vgg16_bn-6c64b313.pth", "VGG-16-BN", 73.360, "classifier.6", 138365992)
+_tv("densenet121", "DenseNet121_Weights", "densenet121-a639ec97.pth", "DenseNet-121", 74.434, "classifier", 7978856)
+_tv("resnet50", "ResNet50_Weights", "resnet50-0676ba61.pth", "ResNet-50", 76.130, "fc", 25557032)
+_tv("resnext50_32x4d", "ResNeXt50_32X4D_Weights", "resnext50_32x4d-7cdf4587.pth", "ResNeXt-50 32x4d", 77.618, "fc",
+    25028904)
+_timm("efficientnet_b0", "ra_in1k", "EfficientNet-B0", 77.70, 224, 5288548)
+_tv("resnet152", "ResNet152_Weights", "resnet152-394f9c45.pth", "ResNet-152", 78.312, "fc", 60192808)
+_timm("deit_small_patch16_224", "fb_in1k", "DeiT-Small", 79.86, 224, 22050664, fixed=True)
+_timm("inception_resnet_v2", "tf_in1k", "Inception-ResNet-v2", 80.46, 299, 55843464,
+      source=TIMM_2022 + ", 299 px")
+_timm("convnext_tiny", "fb_in1k", "ConvNeXt-Tiny", 82.06, 224, 28589128)
+_timm("pnasnet5large", "tf_in1k", "PNASNet-5-Large", 82.78, 331, 86057668, source=TIMM_2022 + ", 331 px")
+_timm("efficientnet_b4", "ra2_in1k", "EfficientNet-B4", 83.42, 320, 19341616,
+      source=TIMM_2022 + ", measured at 384 px")
+
+# sample_train.py's 'SqueezeNetLin': the same SqueezeNet 1.1 weights, but the classifier (dropout, 1x1 conv, ReLU,
+# average pool) becomes global average pool + flatten + Linear(512, classes). Its own entry, not a build option,
+# so a study lists it in params like any model and its runs get their own folder.
+_tv("squeezenet1_1", "SqueezeNet1_1_Weights", "squeezenet1_1-b8a52dc0.pth", "SqueezeNet 1.1 (linear head)", 58.178,
+    "classifier", 1235496, in_paper=False, variant="linear", head_kind="pool_linear", origin=VARIANT)
+
+# The 7 models the authors added in Aug 2023 (PAPER.md section 2); mixer_b16_224 pinned to what its bare name gave then.
+# Mixer's token-mixing MLPs are sized by the number of patches, so its pretrained weights fit only 224 px inputs
+# (timm cannot resample them); Swin's attention windows are likewise set by the input size at build time.
+_timm("caformer_b36", "sail_in1k", "CAFormer-B36", 85.506, 224, 98753614, source=TIMM_CSV, origin=LATER)
+_timm("swin_base_patch4_window7_224", "ms_in1k", "Swin-B", 83.606, 224, 87768224, source=TIMM_CSV, fixed=True,
+      origin=LATER)
+_timm("mixer_b16_224", "goog_in21k_ft_in1k", "Mixer-B/16", 76.602, 224, 59880472, source=TIMM_CSV, fixed=True,
+      origin=LATER)
+_timm("tinynet_e", "in1k", "TinyNet-E", 59.866, 106, 2042972, source=TIMM_CSV, origin=LATER)
+_timm("tinynet_d", "in1k", "TinyNet-D", 66.974, 152, 2338446, source=TIMM_CSV, origin=LATER)
+_timm("dla46_c", "in1k", "DLA-46-C", 64.872, 224, 1301400, source=TIMM_CSV, origin=LATER)
+_timm("dla46x_c", "in1k", "DLA-X-46-C", 65.988, 224, 1068440, source=TIMM_CSV, origin=LATER)
+
+# Tiny entries live in the real registry (DESIGN.md house style 10): fetch/verify/load tests use real specs.
+_timm("test_efficientnet", "r160_in1k", "test EfficientNet (tiny)", 46.426, 160, 356196, source=TIMM_README_TINY,
+      origin=TINY)
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -97,24 +163,37 @@ def normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
         return tuple(preset.mean), tuple(preset.std)
     from timm.models import get_pretrained_cfg
 
-    cfg = get_pretrained_cfg(f"{spec.arch}.{spec.tag}")
+    cfg = get_pretrained_cfg(spec.weights)
     return tuple(cfg.mean), tuple(cfg.std)
 
 
-def _replace_head(model: nn.Module, path: str, num_classes: int) -> None:
-    """Swap the module at `path` for a fresh one of the same kind with `num_classes` outputs."""
+def _same_kind(old: nn.Module, num_classes: int) -> nn.Module:
+    """A fresh module of the old head's kind with `num_classes` outputs."""
     from torch import nn
 
-    parent_path, _, leaf = path.rpartition(".")
-    parent = model.get_submodule(parent_path) if parent_path else model
-    old = parent.get_submodule(leaf)
     if isinstance(old, nn.Linear):
-        new: nn.Module = nn.Linear(old.in_features, num_classes)
-    elif isinstance(old, nn.Conv2d):  # SqueezeNet's final 1x1 conv (PAPER.md section 4)
-        new = nn.Conv2d(old.in_channels, num_classes, kernel_size=old.kernel_size, stride=old.stride)
-    else:
-        raise TypeError(f"cannot replace a classifier head of type {type(old).__name__} at {path!r}")
-    setattr(parent, leaf, new)
+        return nn.Linear(old.in_features, num_classes)
+    if isinstance(old, nn.Conv2d):  # SqueezeNet's final 1x1 conv (PAPER.md section 4)
+        return nn.Conv2d(old.in_channels, num_classes, kernel_size=old.kernel_size, stride=old.stride)
+    raise TypeError(f"cannot replace a classifier head of type {type(old).__name__}")
+
+
+def _pool_linear(old: nn.Module, num_classes: int) -> nn.Module:
+    """Global average pool + flatten + linear, fed by the channels the old head's first conv took in."""
+    from torch import nn
+
+    conv = next(m for m in old.modules() if isinstance(m, nn.Conv2d))
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(conv.in_channels, num_classes))
+
+
+_HEADS = {"same": _same_kind, "pool_linear": _pool_linear}
+
+
+def _replace_head(model: nn.Module, spec: ModelSpec, num_classes: int) -> None:
+    """Swap the module at `spec.head` for a `num_classes`-way one built by `spec.head_kind`."""
+    parent_path, _, leaf = spec.head.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    setattr(parent, leaf, _HEADS[spec.head_kind](parent.get_submodule(leaf), num_classes))
 
 
 def build_model(
@@ -124,27 +203,31 @@ def build_model(
     pretrained: bool = False,
     image_size: int | None = None,
     weights_dir: Path | None = None,
+    lock_file: Path | None = None,
 ) -> nn.Module:
     """Build `name` with a `num_classes`-way head; random init unless `pretrained`.
 
-    Pretrained weights are read from a local file only (see `repro.weights.locate`), never executed as code.
+    Pretrained weights are read from a local file only (see `repro.weights.locate`, which checks the file's sha256
+    against `lock_file` when that lock has one), never executed as code.
     """
     spec = MODELS[name]
     weights_file = None
     if pretrained:
         from repro.weights import locate
 
-        weights_file = locate(spec, weights_dir)
+        weights_file = locate(spec, weights_dir, lock_file)
     if spec.library == "torchvision":
         import torchvision
 
-        if weights_file is None:
+        if weights_file is None and spec.head_kind == "same":
+            # torchvision's own init of the head (e.g. SqueezeNet's conv, std 0.01): the smoke study depends on it
             return torchvision.models.get_model(spec.arch, weights=None, num_classes=num_classes)
-        from repro.weights import load_state_dict
-
         model = torchvision.models.get_model(spec.arch, weights=None)
-        model.load_state_dict(load_state_dict(weights_file))
-        _replace_head(model, spec.head, num_classes)
+        if weights_file is not None:
+            from repro.weights import load_state_dict
+
+            model.load_state_dict(load_state_dict(weights_file))
+        _replace_head(model, spec, num_classes)
         return model
 
     import timm
@@ -158,4 +241,4 @@ def build_model(
         # Hand timm the tensors we loaded safely; it drops the 1000-way classifier and resamples position
         # embeddings for another img_size. source="" stops it from preferring the HF hub over the state dict.
         kwargs["pretrained_cfg_overlay"] = {"source": "", "state_dict": load_state_dict(weights_file)}
-    return timm.create_model(f"{spec.arch}.{spec.tag}", pretrained=weights_file is not None, **kwargs)
+    return timm.create_model(spec.weights, pretrained=weights_file is not None, **kwargs)

@@ -78,13 +78,18 @@ def write_run(run_dir: Path, record: dict, predictions: Sequence[dict], state_di
     return run_dir / RUN_FILE
 
 
-def read_run(path: Path) -> dict:
+def read_json(path: Path, producer: str) -> dict:
+    """A JSON file another step wrote; a missing or broken one names the command that makes it."""
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise ReproError(f"{path}: missing; run `repro finetune` for it first (or `dvc repro`)") from None
+        raise ReproError(f"{path}: missing; run `{producer}` first (or `dvc repro`)") from None
     except ValueError as exc:
         raise ReproError(f"{path}: not valid JSON ({exc})") from None
+
+
+def read_run(path: Path) -> dict:
+    return read_json(path, "repro finetune")
 
 
 def summary_rows(records: Iterable[dict]) -> list[dict]:

@@ -41,8 +41,11 @@ class RunOutput:
 
 
 def finetune(model: str, dataset: str, fp: FinetuneParams, prepared_dir: Path, split_path: Path,
-             on_epoch: Callable[[int, int, dict], None] | None = None) -> RunOutput:
-    """Run the lr x wd grid for one (model, dataset) and select by the selection split, as the paper does."""
+             weights_lock: Path, on_epoch: Callable[[int, int, dict], None] | None = None) -> RunOutput:
+    """Run the lr x wd grid for one (model, dataset) and select by the selection split, as the paper does.
+
+    Pretrained weights (fp.pretrained) are checked against their sha256 pin in `weights_lock` before loading.
+    """
     import numpy as np
     import torch
     from torch.utils.data import TensorDataset
@@ -88,7 +91,7 @@ def finetune(model: str, dataset: str, fp: FinetuneParams, prepared_dir: Path, s
 
     def build():
         return models.build_model(model, spec.num_classes, pretrained=fp.pretrained, image_size=size,
-                                  weights_dir=weights_dir)
+                                  weights_dir=weights_dir, lock_file=weights_lock)
 
     grid = [(lr, wd) for lr in fp.lrs for wd in fp.wds]
     results = []
