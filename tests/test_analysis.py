@@ -81,3 +81,23 @@ def test_results_like_the_papers_pass_and_others_fail():
     assert verdicts(summary(PAPER_SLOPES), figure=False)["C3"]["verdict"] == "fail"
     partial = verdicts(summary({"cct20": 0.11}))
     assert partial["C4"]["verdict"] == "not evaluated" and "no results for aptos" in partial["C4"]["reason"]
+
+
+@pytest.mark.parametrize(
+    ("claims", "message"),
+    [
+        ({"C1": 1}, "expected a list of claims"),
+        ([{"id": "C1", "claim": "x"}], "claim 1 (C1): needs the keys id, claim and check"),
+        ([{"id": "C9", "claim": "x", "check": {"kind": "slope_between"}}], "check.kind must be one of"),
+        ([{"id": "C4", "claim": "x", "check": {"kind": "slope_below", "datasets": ["a"]}}], "needs below"),
+    ],
+)
+def test_malformed_claims_are_one_clear_error(claims, message):
+    from repro.analysis import validate_claims
+    from repro.errors import ReproError
+
+    import re
+
+    with pytest.raises(ReproError, match=re.escape(message)):
+        validate_claims(claims)
+    assert validate_claims(CLAIMS) == CLAIMS

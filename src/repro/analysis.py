@@ -127,10 +127,35 @@ def evaluate_claim(claim: dict, profile: str, summary, slopes: dict, figure_exis
         good = all(f["slope"] < check["below"] + tol for f in fits.values())
     elif kind == "slope_near":
         good = all(abs(f["slope"] - check["values"][d]) <= tol for d, f in fits.items())
-    else:
-        raise ValueError(f"claim {claim['id']}: unknown check kind {kind!r}")
+    else:  # validate_claims admits no other kind
+        raise AssertionError(kind)
     return _verdict(claim, "pass" if good else "fail", ours)
 
 
+CHECK_KINDS = {"not_evaluable": ("reason",), "model_set": ("count", "top1_min", "top1_max"),
+               "dataset_set": ("datasets",), "both_fits": ("datasets",), "slope_below": ("below", "datasets"),
+               "slope_near": ("values", "datasets")}
+
+
+def validate_claims(claims: object) -> list[dict]:
+    """The claims list, or a ReproError naming the first claim and key that is wrong."""
+    from repro.errors import ReproError
+
+    if not isinstance(claims, list):
+        raise ReproError("claims: expected a list of claims")
+    for number, claim in enumerate(claims, 1):
+        where = f"claim {number}" + (f" ({claim.get('id')})" if isinstance(claim, dict) and "id" in claim else "")
+        if not isinstance(claim, dict) or not {"id", "claim", "check"} <= set(claim):
+            raise ReproError(f"{where}: needs the keys id, claim and check")
+        check = claim["check"]
+        kind = check.get("kind") if isinstance(check, dict) else None
+        if kind not in CHECK_KINDS:
+            raise ReproError(f"{where}: check.kind must be one of {', '.join(CHECK_KINDS)}, got {kind!r}")
+        missing = [key for key in CHECK_KINDS[kind] if key not in check]
+        if missing:
+            raise ReproError(f"{where}: a {kind} check needs {', '.join(missing)}")
+    return claims
+
+
 def evaluate_claims(claims: Sequence[dict], profile: str, summary, slopes: dict, figure_exists: bool) -> list[dict]:
-    return [evaluate_claim(c, profile, summary, slopes, figure_exists) for c in claims]
+    return [evaluate_claim(c, profile, summary, slopes, figure_exists) for c in validate_claims(claims)]
