@@ -101,3 +101,35 @@ def test_malformed_claims_are_one_clear_error(claims, message):
     with pytest.raises(ReproError, match=re.escape(message)):
         validate_claims(claims)
     assert validate_claims(CLAIMS) == CLAIMS
+
+
+@pytest.mark.parametrize("scale", ["linear", "logit", "probit"])
+def test_transform_and_inverse_compose_to_identity(scale):
+    from repro.analysis import inverse, transform
+
+    values = np.array([0.01, 0.2, 0.5, 0.77, 0.999])
+    assert inverse(transform(values, scale), scale) == pytest.approx(values)
+
+
+def test_fits_on_logit_axes_recover_a_logit_line_and_draw_it_back_in_fractions():
+    from scipy.special import expit, logit
+
+    from repro.analysis import fitted_values
+
+    top1 = np.linspace(56.5, 83.4, 10)
+    value = expit(0.5 * logit(top1 / 100) + 1.0)  # a straight line on logit axes, curved on linear ones
+    table = pd.DataFrame({"model": [f"m{i}" for i in range(10)], "imagenet_top1": top1, "dataset": "a",
+                          "metric": "accuracy", "value": value, "status": "ok"})
+    doc = dataset_slopes(table, 70, 100, 0, 0.9, scale="logit")
+    fit = doc["datasets"]["a"]["all"]
+    assert doc["transform"] == "logit" and fit["slope"] == pytest.approx(0.5) and fit["r"] == pytest.approx(1.0)
+    assert fitted_values(fit, top1 / 100, "logit") == pytest.approx(value)
+    assert dataset_slopes(table, 70, 100, 0, 0.9)["datasets"]["a"]["all"]["r"] < 1.0  # linear axes do not fit it
+
+
+def test_logit_axes_refuse_values_outside_zero_one():
+    from repro.analysis import transform
+    from repro.errors import ReproError
+
+    with pytest.raises(ReproError, match="logit axes need values between 0 and 1"):
+        transform([-0.2, 0.5], "logit")

@@ -49,13 +49,56 @@ def bootstrap_slope(x: Sequence[float], y: Sequence[float], resamples: int, seed
     return {**out, "low": float(low), "high": float(high), "dropped": int((~ok).sum()), "reason": None}
 
 
-def dataset_slopes(summary, threshold: float, resamples: int, seed: int, level: float) -> dict:
-    """Per dataset: fits over all models and over models with ImageNet top-1 >= threshold (percent)."""
+# Axis scales. "linear" is the paper's reading (PAPER.md section 1); logit and probit are the scales on which
+# accuracy-on-the-line results are usually fitted. Fractions of exactly 0 or 1 are clipped by CLIP first.
+CLIP = 1e-6
+TRANSFORMS = ("linear", "logit", "probit")
+
+
+def transform(values, name: str) -> np.ndarray:
+    """Map fractions onto the `name` axis scale."""
+    from scipy.special import logit
+    from scipy.stats import norm
+
+    from repro.errors import ReproError
+
+    values = np.asarray(values, float)
+    if name == "linear":
+        return values
+    if name not in TRANSFORMS:
+        raise ValueError(f"unknown transform {name!r}")
+    if np.any((values < 0) | (values > 1)):
+        raise ReproError(f"{name} axes need values between 0 and 1; found {values.min():.3f} to {values.max():.3f} "
+                         "(a kappa below 0?); use analyze.transform: linear")
+    clipped = np.clip(values, CLIP, 1 - CLIP)
+    return logit(clipped) if name == "logit" else norm.ppf(clipped)
+
+
+def inverse(values, name: str) -> np.ndarray:
+    """Map values on the `name` axis scale back to fractions."""
+    from scipy.special import expit
+    from scipy.stats import norm
+
+    values = np.asarray(values, float)
+    if name == "linear":
+        return values
+    return expit(values) if name == "logit" else norm.cdf(values)
+
+
+def fitted_values(fit: dict, x, name: str) -> np.ndarray:
+    """The fitted line of `fit` (made on the `name` scale) at top-1 fractions `x`, back in fractions."""
+    return inverse(fit["slope"] * transform(x, name) + fit["intercept"], name)
+
+
+def dataset_slopes(summary, threshold: float, resamples: int, seed: int, level: float,
+                   scale: str = "linear") -> dict:
+    """Per dataset: fits over all models and over models with ImageNet top-1 >= threshold (percent), both axes on
+    the `scale` scale (slopes are then in units of that scale)."""
     table = summary[summary["status"] == "ok"]
     datasets = {}
     for name, rows in table.groupby("dataset", sort=True):
-        x = rows["imagenet_top1"].to_numpy(float) / 100.0
-        y = rows["value"].to_numpy(float)
+        x = transform(rows["imagenet_top1"].to_numpy(float) / 100.0, scale)
+        y = transform(rows["value"].to_numpy(float), scale)
         above = rows["imagenet_top1"].to_numpy(float) >= threshold
         entry = {"metric": rows["metric"].iloc[0]}
         for key, mask in (("all", np.ones(len(x), bool)), ("above_threshold", above)):
@@ -64,7 +107,8 @@ def dataset_slopes(summary, threshold: float, resamples: int, seed: int, level: 
                           "models": rows["model"][mask].tolist()}
         datasets[name] = entry
     return {
-        "fit": "ordinary least squares, linear axes, both in fractions",
+        "fit": f"ordinary least squares, {scale} axes, both from fractions",
+        "transform": scale,
         "threshold_top1_percent": threshold,
         "datasets": datasets,
     }

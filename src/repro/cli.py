@@ -268,12 +268,13 @@ def analyze(
 
     p = _params(params)
     a = p.analyze
-    doc = dataset_slopes(read_summary(summary), a.threshold, a.bootstrap_resamples, a.bootstrap_seed, a.ci_level)
+    doc = dataset_slopes(read_summary(summary), a.threshold, a.bootstrap_resamples, a.bootstrap_seed, a.ci_level,
+                         a.transform)
     doc = {"profile": p.profile, **doc}
     _write_json(slopes, doc)
     from rich.table import Table
 
-    table = Table(title=f"slopes ({p.profile} profile)")
+    table = Table(title=f"slopes ({p.profile} profile, {a.transform} axes)")
     for column in ("dataset", "metric", "fit", "models", "slope", f"{a.ci_level:.0%} CI"):
         table.add_column(column)
     for name, entry in doc["datasets"].items():

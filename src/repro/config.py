@@ -49,6 +49,7 @@ class FinetuneParams:
 @dataclass(frozen=True, config=_STRICT)
 class AnalyzeParams:
     threshold: float  # ImageNet top-1 in percent; the second fit uses models at or above it
+    transform: Literal["linear", "logit", "probit"]  # axis scale of the fits; linear is the paper's reading
     bootstrap_resamples: Annotated[StrictInt, Field(gt=0)]
     bootstrap_seed: StrictInt
     ci_level: Annotated[float, Field(gt=0, lt=1)]

@@ -1,5 +1,5 @@
 """Figure 1 replica: per dataset, downstream metric against ImageNet top-1 with the all-model fit and the fit
-over models at or above the threshold. matplotlib only; the fits come from analysis (slopes.json).
+over models at or above the threshold. matplotlib only; the fits and their curves come from analysis.
 
 Exercised by `repro figures`.
 """
@@ -14,6 +14,9 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from repro.analysis import fitted_values  # noqa: E402
 
 ALL_COLOR, ABOVE_COLOR = "#7f7f7f", "#d62728"
 
@@ -28,6 +31,7 @@ def figure1(summary, slopes: dict, out: Path, *, title_note: str = "", label_poi
     rows = math.ceil(len(names) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 4.0 * rows), squeeze=False)
     threshold = slopes["threshold_top1_percent"]
+    scale = slopes.get("transform", "linear")
     for ax, name in zip(axes.flat, names):
         entry = slopes["datasets"][name]
         rows_d = table[table["dataset"] == name]
@@ -45,8 +49,8 @@ def figure1(summary, slopes: dict, out: Path, *, title_note: str = "", label_poi
             if fit["slope"] is None:
                 continue
             xs = x if key == "all" else x[above]
-            line_x = [xs.min(), xs.max()]
-            line_y = [(fit["slope"] * v / 100 + fit["intercept"]) * 100 for v in line_x]
+            line_x = np.linspace(xs.min(), xs.max(), 50)  # a curve when the fit was made on logit/probit axes
+            line_y = fitted_values(fit, line_x / 100, scale) * 100
             ax.plot(line_x, line_y, color=color, label=f"{text}: slope {fit['slope']:.2f}")
         ax.set_title(name)
         ax.set_xlabel("ImageNet top-1 (%)")
