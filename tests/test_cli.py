@@ -8,8 +8,8 @@ import pytest
 from conftest import BIN, ROOT, run
 
 REPRO = str(BIN / "repro")
-VERBS = [[], ["check"], ["data"], ["data", "prepare"], ["models"], ["models", "list"], ["models", "fetch"],
-         ["models", "verify"], ["finetune"], ["collect"],
+VERBS = [[], ["check"], ["data"], ["data", "prepare"], ["data", "verify"], ["models"], ["models", "list"],
+         ["models", "fetch"], ["models", "verify"], ["finetune"], ["collect"],
          ["analyze"], ["figures"], ["verify"], ["profile"], ["profile", "use"]]
 
 

@@ -69,6 +69,25 @@ def check(params: ParamsOpt = layout.PARAMS, out_file: Annotated[Path, typer.Opt
               f"for the {p.profile!r} study")
 
 
+CountsOpt = Annotated[bool, typer.Option(
+    "--counts/--no-counts", help="Compare with the published counts (--no-counts for a deliberate subset).")]
+
+
+@data_app.command("verify")
+def data_verify(
+    name: Annotated[str, typer.Argument(help="Dataset name, e.g. aptos.")],
+    raw: Annotated[Path | None, typer.Option(help="Raw data folder \\[default: data/raw/NAME].")] = None,
+    decode: Annotated[bool, typer.Option("--decode/--no-decode", help="Decode every image.")] = True,
+    counts: CountsOpt = True,
+) -> None:
+    """Check a local copy of a dataset in its published layout; list every problem (exit 1 if any)."""
+    from repro.datasets.raw import raise_problems, verify_dataset
+
+    raw_dir = raw or layout.RAW / name
+    raise_problems(f"{name} in {raw_dir}", verify_dataset(name, raw_dir, decode=decode, counts=counts))
+    out.print(f"[green]ok[/]: {name} in {raw_dir} matches its published layout", highlight=False)
+
+
 @data_app.command("prepare")
 def data_prepare(
     name: Annotated[str, typer.Argument(help="Dataset name, e.g. digits.")],
@@ -77,18 +96,19 @@ def data_prepare(
     = None,
     split: Annotated[Path | None, typer.Option(help="Split file [default: data/splits/NAME.csv].")] = None,
     repin: Annotated[bool, typer.Option(help="Accept a split that differs from its pinned sha256.")] = False,
+    counts: CountsOpt = True,
     params: ParamsOpt = layout.PARAMS,
 ) -> None:
-    """Verify a dataset's raw data and write its split file (id,label,split) and prepared images."""
+    """Verify a dataset's raw data and write its split file (id,label,split) and, for digits, prepared images."""
     from repro.datasets import DATASETS
     from repro.study import prepare
 
     DATASETS[name]  # unknown names fail here with the list of valid ones
     p = _params(params)
     info = prepare(name, raw or layout.RAW / name, out_dir or layout.PREPARED / name,
-                   split or layout.split_file(name), layout.PINS, p.prepare.seed, repin=repin)
-    counts = ", ".join(f"{k} {v}" for k, v in sorted(info["splits"].items()))
-    out.print(f"[green]prepared[/] {name}: {info['images']} images ({counts}); split sha256 {info['sha256'][:16]}")
+                   split or layout.split_file(name), layout.PINS, p.prepare.seed, repin=repin, counts=counts)
+    sizes = ", ".join(f"{k} {v}" for k, v in sorted(info["splits"].items()))
+    out.print(f"[green]prepared[/] {name}: {info['images']} images ({sizes}); split sha256 {info['sha256'][:16]}")
 
 
 class Format(str, Enum):

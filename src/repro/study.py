@@ -18,11 +18,22 @@ from repro.splits import read_split, stratified_three_way, write_split
 
 
 def prepare(name: str, raw_dir: Path, out_dir: Path, split_path: Path, pins_path: Path, seed: int, *,
-            repin: bool = False) -> dict:
-    """Verify the raw data, write the split file (refusing to change a pinned one) and the prepared images."""
+            repin: bool = False, counts: bool = True) -> dict:
+    """Verify the raw data, write the split file (refusing to change a pinned one) and, for the embedded set, the
+    prepared images.
+
+    Real datasets get the authors' split rule over their published raw layout (repro.datasets.rules; `seed` is
+    the embedded set's, the real rules carry the authors' seeds) and no prepared images. `counts=False` skips the
+    comparison with the published counts, for a deliberate subset.
+    """
     spec = DATASETS[name]
     if not spec.embedded:
-        raise ReproError(f"dataset {name!r} has no prepare rule in this version; only the embedded set has")
+        from repro.datasets.raw import split_rows
+
+        rows = split_rows(name, raw_dir, counts=counts)
+        sha256 = write_split(rows, split_path, pins_path, repin=repin)
+        return {"dataset": name, "images": len(rows), "splits": dict(Counter(r[2] for r in rows)),
+                "sha256": sha256}
     from repro.datasets import embedded
 
     images, labels = embedded.verified_digits(raw_dir)

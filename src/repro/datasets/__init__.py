@@ -1,13 +1,14 @@
 """The dataset registry: one DatasetSpec per dataset, carrying classes, metric, splits and augmentation.
 
 Each on-disk format has its own module (`generic` reads the image folder/CSV format; `embedded` writes the digits
-that ship inside scikit-learn into it). Importing this package does not import torch. Exercised by
-`repro data prepare digits`.
+that ship inside scikit-learn into it; `cct20`, `aptos`, `hpa`, `melanoma`, `cassava` and `eurosat` read the six
+published raw layouts, with the authors' split rules in `rules` and the shared checks in `raw`). Importing this
+package does not import torch. Exercised by `repro data prepare digits` and `repro data verify NAME`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from repro.registry import Registry
 
@@ -29,6 +30,7 @@ class DatasetSpec:
     source: str = ""
     license: str = ""
     fetch_hint: str = ""  # how to obtain the raw data by hand, until `repro data fetch` does it
+    raw_format: str = ""  # module under repro.datasets that reads the published raw layout and splits it
 
     @property
     def num_classes(self) -> int:
@@ -77,7 +79,7 @@ for _spec in (
                 license="MIT", fetch_hint="download EuroSAT.zip (RGB) and unzip so that data/raw/eurosat/2750/ "
                                           "holds the class folders"),
 ):
-    DATASETS.register(_spec.name, _spec)
+    DATASETS.register(_spec.name, replace(_spec, raw_format=_spec.name))  # one reader module per dataset
 
 DATASETS.register(
     "digits",

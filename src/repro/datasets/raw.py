@@ -1,0 +1,150 @@
+"""Shared machinery of the six published raw formats: rows, CSV columns, problem lists, file checks, the split.
+
+Each format module (cct20, aptos, hpa, melanoma, cassava, eurosat) has `scan(raw_dir) -> Scan` that reads its
+published layout (PAPER.md section 3) and lists structural problems instead of stopping at the first,
+`assign(rows)` that applies the authors' split rule (repro.datasets.rules), `PUBLISHED` counts and
+`verify(raw_dir)`. Exercised by `repro data verify NAME` and `repro data prepare NAME`.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from repro.errors import ReproError
+
+
+@dataclass(frozen=True)
+class RawRow:
+    id: str  # the dataset's own image id (PAPER.md section 3 / issue 3)
+    label: str  # a class name of the DatasetSpec; HPA: space-separated label ids
+    paths: tuple[str, ...]  # image file(s), relative to the raw folder
+    group: str = ""  # what the split rule reads: CCT-20 annotation file, HPA Split column, melanoma source
+    fold: int = 0  # melanoma's tfrecord
+    where: str = field(default="", compare=False)  # file and row it was read from, for problem messages
+
+
+@dataclass
+class Scan:
+    rows: list[RawRow] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)  # compared with the module's PUBLISHED counts
+
+
+def read_csv(path: Path, required: Sequence[str], problems: list[str]) -> list[tuple[int, dict[str, str]]]:
+    """(line number, row) of a CSV with the `required` columns; [] and a problem when it is missing or lacks one."""
+    if not path.is_file():
+        problems.append(f"{path}: missing file")
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
+        if missing:
+            problems.append(f"{path}: missing column(s) {', '.join(missing)} (found {reader.fieldnames})")
+            return []
+        return [(number, row) for number, row in enumerate(reader, 2)]
+
+
+def int_label(value: str | None, num_classes: int, where: str, column: str, problems: list[str]) -> int | None:
+    """An integer label in 0..num_classes-1, or None and a problem naming file, row and column."""
+    try:
+        label = int(value or "")
+    except ValueError:
+        label = -1
+    if not 0 <= label < num_classes:
+        problems.append(f"{where}: {column} {value!r} out of range 0..{num_classes - 1}")
+        return None
+    return label
+
+
+def _decode_problem(path: Path) -> str | None:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.load()  # a truncated file fails here, not at open()
+    except (OSError, SyntaxError, ValueError) as exc:
+        return f"{path}: does not decode ({exc.__class__.__name__}: {exc})"
+    return None
+
+
+def check(raw_dir: Path, scan: Scan, published: dict[str, int], *, decode: bool = True,
+          counts: bool = True) -> list[str]:
+    """Every problem of a scanned raw folder: the scan's own, duplicate ids, counts against the published ones,
+    missing image files (by name) and, with `decode`, images that do not decode."""
+    raw_dir = Path(raw_dir)
+    problems = list(scan.problems)
+    seen: dict[str, list[str]] = {}
+    for row in scan.rows:
+        seen.setdefault(row.id, []).append(row.where)
+    for image_id, wheres in seen.items():
+        if len(wheres) > 1:
+            problems.append(f"{raw_dir}: duplicate id {image_id!r} ({len(wheres)} rows: {', '.join(wheres)})")
+    if counts:
+        for key, expected in published.items():
+            found = scan.counts.get(key)
+            if found is not None and found != expected:
+                problems.append(f"{raw_dir}: {key}: {found}, published {expected}")
+    present = []
+    for path in dict.fromkeys(raw_dir / p for r in scan.rows for p in r.paths):
+        if path.is_file():
+            present.append(path)
+        else:
+            problems.append(f"{path}: missing image")
+    if decode:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(8) as pool:  # PIL releases the GIL while decoding
+            problems.extend(p for p in pool.map(_decode_problem, present) if p)
+    return problems
+
+
+def raise_problems(headline: str, problems: Iterable[str]) -> None:
+    problems = list(problems)
+    if problems:
+        raise ReproError(f"{headline}: {len(problems)} problem(s)\n  " + "\n  ".join(problems))
+
+
+def format_module(name: str):
+    """The reader module of a registered real dataset (DatasetSpec.raw_format)."""
+    from repro.datasets import DATASETS
+
+    spec = DATASETS[name]
+    if not spec.raw_format:
+        raise ReproError(f"dataset {name!r} has no raw format reader")
+    return importlib.import_module(f"repro.datasets.{spec.raw_format}")
+
+
+def verify_dataset(name: str, raw_dir: Path, *, decode: bool = True, counts: bool = True) -> list[str]:
+    """Every problem of the raw copy of dataset `name` (empty when all is well)."""
+    from repro.datasets import DATASETS
+
+    raw_dir = Path(raw_dir)
+    if DATASETS[name].embedded:
+        from repro.datasets import embedded
+
+        try:
+            embedded.verified_digits(raw_dir)
+        except ReproError as error:
+            return [str(error)]
+        return []
+    if not raw_dir.is_dir():
+        return [f"{raw_dir}: missing raw directory; {DATASETS[name].fetch_hint}"]
+    return format_module(name).verify(raw_dir, decode=decode, counts=counts)
+
+
+def split_rows(name: str, raw_dir: Path, *, counts: bool = True) -> list[tuple[str, str, str]]:
+    """(id, label, split) in the loader's file order, by the authors' rule; refuses raw data with any problem
+    (images are checked for presence, not decoded: `repro data verify NAME` decodes them)."""
+    from repro.datasets import DATASETS
+
+    raw_dir = Path(raw_dir)
+    if not raw_dir.is_dir():
+        raise ReproError(f"{raw_dir}: missing raw directory; {DATASETS[name].fetch_hint}")
+    module = format_module(name)
+    scan = module.scan(raw_dir)
+    raise_problems(f"{raw_dir}", check(raw_dir, scan, module.PUBLISHED, decode=False, counts=counts))
+    return [(r.id, r.label, s) for r, s in zip(scan.rows, module.assign(scan.rows), strict=True)]
