@@ -34,6 +34,11 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 Progress = Callable[[int, "int | None"], None]  # (bytes just written, total bytes if known)
 
 
+class Unreachable(ReproError):
+    """The source could not be read to the end (network down, HTTP error, missing file): another copy may work.
+    A file that was read but failed a check is a plain ReproError: no other copy should be tried silently."""
+
+
 @dataclass(frozen=True)
 class DownloadResult:
     path: Path
@@ -114,7 +119,7 @@ def _open(url: str, offset: int) -> _Response:
             try:
                 f = open(path, "rb")
             except OSError as exc:
-                raise ReproError(f"cannot read {url}: {exc.strerror}; check the path") from None
+                raise Unreachable(f"cannot read {url}: {exc.strerror}; check the path") from None
             total = os.fstat(f.fileno()).st_size
             if 0 < offset <= total:
                 f.seek(offset)
@@ -138,11 +143,11 @@ def _open(url: str, offset: int) -> _Response:
             exc.close()
             if exc.code == 416 and offset > 0:  # the part file is not a prefix the server can continue
                 return _open(url, 0)
-            raise ReproError(f"download of {source} failed: HTTP {exc.code} {exc.reason}"
+            raise Unreachable(f"download of {source} failed: HTTP {exc.code} {exc.reason}"
                              + (f" (at {url})" if url != source else "")) from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", exc)
-            raise ReproError(f"download of {source} failed: {reason}; {_offline_hint(source)}") from None
+            raise Unreachable(f"download of {source} failed: {reason}; {_offline_hint(source)}") from None
         length = response.headers.get("Content-Length")
         length_value = int(length) if length and length.isdigit() else None
         if response.status == 206:
@@ -157,7 +162,7 @@ def _open(url: str, offset: int) -> _Response:
             total = None if match.group(3) == "*" else int(match.group(3))
             return _Response(response, 206, offset, total, url)
         return _Response(response, 200, 0, length_value, url)
-    raise ReproError(f"download of {source} failed: more than {MAX_REDIRECTS} redirects")
+    raise Unreachable(f"download of {source} failed: more than {MAX_REDIRECTS} redirects")
 
 
 # --- the download --------------------------------------------------------------------------------------------------
@@ -274,12 +279,12 @@ def _transfer(response: _Response, url: str, dest: Path, part: Path, fd: int, ha
                 on_progress(len(block), expected_total)
     except (OSError, http.client.HTTPException) as exc:  # connection reset mid-body, timeout, disk full, ...
         os.fsync(fd)
-        raise ReproError(f"download of {url} interrupted after {written} bytes ({exc.__class__.__name__}); "
+        raise Unreachable(f"download of {url} interrupted after {written} bytes ({exc.__class__.__name__}); "
                          f"the partial file {part} is kept: run the same command again to resume") from None
     os.fsync(fd)
     # http.client returns a short body without complaint when the connection closes early
     if total is not None and written < total:
-        raise ReproError(f"download of {url} truncated: {written} of {total} bytes; the partial file {part} is "
+        raise Unreachable(f"download of {url} truncated: {written} of {total} bytes; the partial file {part} is "
                          "kept: run the same command again to resume")
     found = digest.hexdigest()
     try:
@@ -311,3 +316,31 @@ def rich_progress(description: str, console=None) -> Iterator[Progress]:
             bar.update(task, advance=n, total=total)
 
         yield advance
+
+
+@contextlib.contextmanager
+def rich_progress_factory(console=None) -> Iterator[Callable[[str], Progress]]:
+    """Yields `bar(description) -> Progress`: a rich download bar per description, shown only once bytes flow
+    (a local file that needs no download shows nothing), all under one live display."""
+    from rich.progress import BarColumn, DownloadColumn, Progress as Bar, TextColumn, TimeRemainingColumn, \
+        TransferSpeedColumn
+
+    bars = Bar(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+               TimeRemainingColumn(), console=console, transient=True)
+
+    def bar(description: str) -> Progress:
+        task = None
+
+        def advance(n: int, total: int | None) -> None:
+            nonlocal task
+            if task is None:
+                bars.start()  # idempotent
+                task = bars.add_task(description, total=total)
+            bars.update(task, advance=n, total=total)
+
+        return advance
+
+    try:
+        yield bar
+    finally:
+        bars.stop()
