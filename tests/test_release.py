@@ -1,0 +1,116 @@
+"""repro release: self-describing, reproducible checkpoint files and a manifest that pins them; and the committed
+release of the embedded study is intact."""
+
+import hashlib
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from checkpoint_fixtures import SQUEEZE, TINY, digits_layout, make_run
+from conftest import ROOT
+from repro.download import file_url_path
+from repro.errors import ReproError
+from repro.evaluate import manifest_sources, read_manifest
+from repro.release import RunRef, read_metadata, release, released_path, tolerance_for
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("release")
+    prepared, split = digits_layout(root)
+    run = root / "results" / "runs" / TINY / "digits"
+    record = make_run(run, TINY, prepared, split)
+    return root, RunRef(run, split), record
+
+
+def test_release_writes_a_self_describing_file_and_a_manifest_that_pins_it(study, tmp_path):
+    root, ref, record = study
+    manifest = tmp_path / "paper" / "checkpoints.yaml"
+    entry, = release([ref], tmp_path / "paper" / "checkpoints", manifest)
+    target = released_path(tmp_path / "paper" / "checkpoints", TINY, "digits")
+    assert target == tmp_path / "paper/checkpoints/timm/test_efficientnet.r160_in1k/digits.safetensors"
+    data = target.read_bytes()
+    assert (entry.sha256, entry.size) == (hashlib.sha256(data).hexdigest(), len(data))
+    assert entry.urls == ("checkpoints/timm/test_efficientnet.r160_in1k/digits.safetensors",)
+    assert manifest_sources(entry, manifest) == [target.as_uri()]
+    assert read_manifest(manifest) == [entry]
+
+    meta = read_metadata(target)
+    assert (meta["model"], meta["dataset"], meta["metric"], meta["value"]) == (TINY, "digits", "accuracy",
+                                                                               record["value"])
+    assert meta["classes"] == [str(d) for d in range(10)] and meta["num_classes"] == 10
+    assert meta["preprocessing"]["image_size"] == 32 and meta["preprocessing"]["mean"] == record["config"]["mean"]
+    assert meta["split"] == "test" and meta["split_sha256"] == hashlib.sha256(ref.split_file.read_bytes()).hexdigest()
+    released, original = load_file(target), load_file(ref.run_dir / "model.safetensors")
+    assert released.keys() == original.keys() and all(torch.equal(released[k], original[k]) for k in original)
+
+    # rebuilt from the same run, the release is byte for byte the same (one metadata key: no ordering drift)
+    again, = release([ref], tmp_path / "paper" / "checkpoints", manifest)
+    assert again.sha256 == entry.sha256 and target.read_bytes() == data
+
+
+def test_the_accuracy_tolerance_counts_near_ties_in_the_recorded_predictions(tmp_path):
+    predictions = tmp_path / "digits" / "predictions.csv"
+    predictions.parent.mkdir()
+    predictions.write_text("id,target,score_0,score_1,score_2\n"
+                           "a,0,0.5,0.49995,0.00005\n"   # within 1e-4: could flip
+                           "b,1,0.2,0.7,0.1\n"
+                           "c,2,0.3,0.3,0.4\n"
+                           "d,0,0.45,0.45,0.1\n")        # an exact tie
+    tolerance, reason = tolerance_for("accuracy", predictions, None)
+    assert tolerance == 0.5 and reason.startswith("2 of 4 digits report-split images")
+    with pytest.raises(ReproError, match="state one with `repro release --tolerance VALUE`"):
+        tolerance_for("roc_auc", predictions, None)
+    assert tolerance_for("roc_auc", predictions, 0.01)[0] == 0.01
+
+
+def test_release_refuses_what_it_cannot_stand_behind_and_keeps_the_old_manifest(study, tmp_path):
+    root, ref, _ = study
+    manifest = tmp_path / "checkpoints.yaml"
+    manifest.write_text("previous manifest\n")
+    with pytest.raises(ReproError, match=r"missing; run `repro finetune` first"):
+        release([ref, RunRef(tmp_path / "nowhere", ref.split_file)], tmp_path / "out", manifest)
+    assert manifest.read_text() == "previous manifest\n"
+    with pytest.raises(ReproError, match="must be served over https://"):
+        release([ref], tmp_path / "out", manifest, base_url="http://example.org/files")
+    entry, = release([ref], tmp_path / "out", manifest, base_url="https://example.org/files/")
+    assert entry.urls[1] == "https://example.org/files/out/timm/test_efficientnet.r160_in1k/digits.safetensors"
+
+    diverged = tmp_path / "diverged"
+    diverged.mkdir()
+    record = json.loads((ref.run_dir / "run.json").read_text())
+    (diverged / "run.json").write_text(json.dumps({**record, "status": "diverged", "value": None}))
+    with pytest.raises(ReproError, match="status 'diverged', no checkpoint to release"):
+        release([RunRef(diverged, ref.split_file)], tmp_path / "out", manifest)
+
+
+def test_a_run_whose_weights_do_not_fit_its_model_is_not_released(study, tmp_path):
+    root, ref, _ = study
+    wrong = tmp_path / "run"
+    wrong.mkdir()
+    for name in ("run.json", "predictions.csv", "model.safetensors"):
+        (wrong / name).write_bytes((ref.run_dir / name).read_bytes())
+    record = json.loads((wrong / "run.json").read_text())
+    (wrong / "run.json").write_text(json.dumps({**record, "model": SQUEEZE}))
+    with pytest.raises(ReproError, match=f"does not fit {SQUEEZE} with 10 classes at 32 px: .*missing"):
+        release([RunRef(wrong, ref.split_file)], tmp_path / "out", tmp_path / "m.yaml")
+    assert not (tmp_path / "m.yaml").exists()
+
+
+def test_the_committed_release_matches_its_manifest():
+    """paper/checkpoints.yaml pins the files committed beside it, and they carry the metadata it states."""
+    manifest = ROOT / "paper" / "checkpoints.yaml"
+    entries = read_manifest(manifest)
+    assert len(entries) == 5 and {e.dataset for e in entries} == {"digits"}
+    split_sha = hashlib.sha256((ROOT / "data" / "splits" / "digits.csv").read_bytes()).hexdigest()
+    for entry in entries:
+        path = file_url_path(manifest_sources(entry, manifest)[0])
+        assert path.is_relative_to(ROOT / "paper" / "checkpoints"), entry.key
+        data = path.read_bytes()
+        assert (hashlib.sha256(data).hexdigest(), len(data)) == (entry.sha256, entry.size), entry.key
+        meta = read_metadata(path)
+        assert (meta["model"], meta["dataset"], meta["value"], meta["split_sha256"]) == \
+            (entry.model, entry.dataset, entry.value, entry.split_sha256), entry.key
+        assert entry.split_sha256 == split_sha, f"{entry.key}: released against another split than the committed one"
