@@ -32,7 +32,8 @@ def released(tmp_path_factory):
     prepared, split = digits_layout(root)
     run_dir = root / "results" / "runs" / TINY / "digits"
     make_run(run_dir, TINY, prepared, split)
-    entry, = release([RunRef(run_dir, split)], root / "paper" / "checkpoints", root / "paper" / "checkpoints.yaml")
+    entry, = release([RunRef(run_dir, split, prepared)], root / "paper" / "checkpoints",
+                     root / "paper" / "checkpoints.yaml")
     return root, entry
 
 

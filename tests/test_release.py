@@ -3,6 +3,7 @@ release of the embedded study is intact."""
 
 import hashlib
 import json
+import shutil
 
 import pytest
 import torch
@@ -22,7 +23,7 @@ def study(tmp_path_factory):
     prepared, split = digits_layout(root)
     run = root / "results" / "runs" / TINY / "digits"
     record = make_run(run, TINY, prepared, split)
-    return root, RunRef(run, split), record
+    return root, RunRef(run, split, prepared), record
 
 
 def test_release_writes_a_self_describing_file_and_a_manifest_that_pins_it(study, tmp_path):
@@ -36,6 +37,8 @@ def test_release_writes_a_self_describing_file_and_a_manifest_that_pins_it(study
     assert entry.urls == ("checkpoints/timm/test_efficientnet.r160_in1k/digits.safetensors",)
     assert manifest_sources(entry, manifest) == [target.as_uri()]
     assert read_manifest(manifest) == [entry]
+    assert entry.tolerance_reason.endswith(f"Re-evaluated at release: accuracy {record['value']:.6f}, class "
+                                           "probabilities within 0.0e+00 of the recorded ones.")
 
     meta = read_metadata(target)
     assert (meta["model"], meta["dataset"], meta["metric"], meta["value"]) == (TINY, "digits", "accuracy",
@@ -55,12 +58,13 @@ def test_the_accuracy_tolerance_counts_near_ties_in_the_recorded_predictions(tmp
     predictions = tmp_path / "digits" / "predictions.csv"
     predictions.parent.mkdir()
     predictions.write_text("id,target,score_0,score_1,score_2\n"
-                           "a,0,0.5,0.49995,0.00005\n"   # within 1e-4: could flip
+                           "a,0,0.5,0.4995,0.0005\n"     # within 1e-3: could flip
                            "b,1,0.2,0.7,0.1\n"
+                           "e,1,0.4,0.3985,0.2015\n"      # 0.0015 apart: cannot
                            "c,2,0.3,0.3,0.4\n"
                            "d,0,0.45,0.45,0.1\n")        # an exact tie
     tolerance, reason = tolerance_for("accuracy", predictions, None)
-    assert tolerance == 0.5 and reason.startswith("2 of 4 digits report-split images")
+    assert tolerance == 0.4 and reason.startswith("2 of 5 report-split images")
     with pytest.raises(ReproError, match="state one with `repro release --tolerance VALUE`"):
         tolerance_for("roc_auc", predictions, None)
     assert tolerance_for("roc_auc", predictions, 0.01)[0] == 0.01
@@ -78,9 +82,16 @@ def test_release_refuses_what_it_cannot_stand_behind_and_keeps_the_old_manifest(
     entry, = release([ref], tmp_path / "out", manifest, base_url="https://example.org/files/")
     assert entry.urls[1] == "https://example.org/files/out/timm/test_efficientnet.r160_in1k/digits.safetensors"
 
+    changed = tmp_path / "changed"
+    shutil.copytree(ref.run_dir, changed)
+    record = json.loads((ref.run_dir / "run.json").read_text())
+    (changed / "run.json").write_text(json.dumps({**record, "value": record["value"] + 0.25}))
+    with pytest.raises(ReproError, match=r"re-evaluated here, accuracy is .*beyond the .* tolerance\); not released"):
+        release([RunRef(changed, ref.split_file, ref.prepared_dir)], tmp_path / "out2", manifest)
+    assert not (tmp_path / "out2").exists()
+
     diverged = tmp_path / "diverged"
     diverged.mkdir()
-    record = json.loads((ref.run_dir / "run.json").read_text())
     (diverged / "run.json").write_text(json.dumps({**record, "status": "diverged", "value": None}))
     with pytest.raises(ReproError, match="status 'diverged', no checkpoint to release"):
         release([RunRef(diverged, ref.split_file)], tmp_path / "out", manifest)

@@ -434,7 +434,7 @@ def release_checkpoints(
     from repro.release import RunRef, release
 
     p = _params(params)
-    refs = [RunRef(layout.run_dir(MODELS[m].path, d), layout.split_file(d))
+    refs = [RunRef(layout.run_dir(MODELS[m].path, d), layout.split_file(d), layout.PREPARED / d)
             for d in p.finetune.datasets for m in p.finetune.models]
     entries = release(refs, out_dir, manifest, base_url=base_url, tolerance=tolerance)
     table = Table(title=f"released {len(entries)} checkpoint(s) -> {manifest}")
