@@ -459,7 +459,7 @@ def eval_checkpoints(
         "--allow-pickle", help="Accept .pt/.pth/.bin after the sha256 check, loaded only with "
                                "torch.load(weights_only=True).")] = False,
     cache_dir: Annotated[Path | None, typer.Option(
-        help="Where downloaded checkpoints go [default: $XDG_CACHE_HOME/repro/checkpoints].")] = None,
+        help="Where downloaded checkpoints go \\[default: $XDG_CACHE_HOME/repro/checkpoints].")] = None,
     device: Annotated[str, typer.Option(help="Device to evaluate on; the tolerances assume cpu.")] = "cpu",
     json_out: Annotated[Path, typer.Option("--json", help="JSON report to write.")] = EVAL_REPORT,
 ) -> None:
@@ -472,7 +472,7 @@ def eval_checkpoints(
     from repro.evaluate import default_cache, find_entry, read_manifest, report, verify_all
     from repro.models import MODELS
 
-    if all_ == (model is not None or dataset is not None) or (not all_ and (model is None or dataset is None)):
+    if not ((model is None and dataset is None) if all_ else (model is not None and dataset is not None)):
         raise UsageError("give either --all, or both --model and --dataset")
     if all_ and checkpoint is not None:
         raise UsageError("--checkpoint names one file: use it with --model and --dataset, not --all")
