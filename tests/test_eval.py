@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import yaml
@@ -97,11 +98,13 @@ def test_a_pickle_is_refused_without_the_flag_before_it_is_read(repo, tmp_path, 
     hostile = hostile_pickle(tmp_path / "model.pth", marker)
     entry, = read_manifest(repo / "paper" / "checkpoints.yaml")
     pinned = replace(entry, format=PICKLE, sha256=sha256_file(hostile), size=hostile.stat().st_size)
-    read = []
-    monkeypatch.setattr(evaluate, "sha256_file", lambda path: read.append(path) or pytest.fail("read"))
+    read, real_open = [], open
+    monkeypatch.setattr(Path, "read_bytes", lambda self: read.append(self) or pytest.fail(f"read {self}"))
+    monkeypatch.setattr("builtins.open", lambda file, *a, **k: read.append(file) or real_open(file, *a, **k))
     verdict, = _verify(repo, [pinned], checkpoint=str(hostile))
     assert verdict.verdict == "error" and "a pickle checkpoint (.pt/.pth/.bin) can run code" in verdict.detail
-    assert "--allow-pickle" in verdict.detail and read == [] and not marker.exists()
+    assert "--allow-pickle" in verdict.detail and not marker.exists()
+    assert all(Path(f) != hostile for f in read)
 
 
 def test_a_hostile_pickle_is_refused_even_with_the_flag_and_nothing_runs(repo, tmp_path):

@@ -15,6 +15,7 @@ Exercised by `repro eval --model M --dataset D [--checkpoint PATH|URL]` and `rep
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -191,9 +192,13 @@ def default_cache() -> Path:
 
 
 def obtain(entry: ManifestEntry, source: str, cache_dir: Path, *, allow_pickle: bool = False,
-           on_progress: Progress | None = None) -> Path:
-    """The checkpoint of `entry` from `source` (URL or path), as a local file whose sha256 and size match the
-    manifest. Pickles are refused here, before a byte is read, unless `allow_pickle`."""
+           on_progress: Progress | None = None) -> tuple[Path, bytes]:
+    """The checkpoint of `entry` from `source` (URL or path): its local path and its bytes, which match the
+    manifest's size and sha256. Pickles are refused here, before a byte is read, unless `allow_pickle`.
+
+    The bytes returned are the bytes hashed, and the only ones parsed later: swapping the file on disk after the
+    check changes nothing.
+    """
     found_format = format_of(source)
     if found_format == PICKLE and not allow_pickle:
         raise ReproError(f"{source}: a pickle checkpoint (.pt/.pth/.bin) can run code when loaded; refused. "
@@ -206,48 +211,52 @@ def obtain(entry: ManifestEntry, source: str, cache_dir: Path, *, allow_pickle: 
     if parts is not None and parts.scheme != "file":
         name = Path(parts.path).name
         target = Path(cache_dir) / entry.model / entry.dataset / f"{entry.sha256[:16]}-{name}"
-        # download() hashes while streaming and renames only a file that matches: nothing else sees bad bytes
-        return download(source, target, sha256=entry.sha256, size=entry.size,
-                        max_bytes=MAX_CHECKPOINT_BYTES, on_progress=on_progress).path
-    path = file_url_path(source) if parts is not None else Path(source)
+        # download() hashes while streaming and renames only a file that matches; it is hashed again below
+        path = download(source, target, sha256=entry.sha256, size=entry.size, max_bytes=MAX_CHECKPOINT_BYTES,
+                        on_progress=on_progress).path
+    else:
+        path = file_url_path(source) if parts is not None else Path(source)
     if not path.is_file():
         raise Unreachable(f"{path}: checkpoint not found" + (" (run `repro release` to write the released "
                                                              "checkpoints)" if parts is not None else ""))
     size = path.stat().st_size
-    if size != entry.size:
+    if size != entry.size:  # before reading it: a huge file is never pulled into memory
         raise ReproError(f"{path}: {size} bytes, the manifest pins {entry.size} for {entry.key}; refused before "
                          "loading (truncated or not the released file)")
-    digest = sha256_file(path)
-    if digest != entry.sha256:
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if len(data) != entry.size or digest != entry.sha256:
         raise ReproError(f"{path}: sha256 {digest} does not match the manifest's {entry.sha256} for {entry.key}; "
                          "refused before loading (modified or not the released file)")
-    return path
+    return path, data
 
 
 # --- loading and matching ------------------------------------------------------------------------------------------
 
-def load_tensors(path: Path, fmt: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(state dict, metadata) of a verified file; tensors only, nothing executed."""
+def load_tensors(data: bytes, fmt: str, where: str) -> dict[str, torch.Tensor]:
+    """The state dict in verified bytes; tensors only, nothing executed."""
     if fmt == SAFETENSORS:
-        from safetensors import SafetensorError, safe_open
+        from safetensors import SafetensorError
+        from safetensors.torch import load
 
         try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
-        except (SafetensorError, OSError) as exc:
-            raise ReproError(f"{path}: not a readable safetensors file ({exc})") from None
+            return load(data)
+        except (SafetensorError, ValueError, OSError) as exc:
+            raise ReproError(f"{where}: not a readable safetensors file ({exc})") from None
+    import io
+
     import torch
 
     try:
         # weights_only=True: the restricted unpickler accepts tensors and plain containers, nothing callable
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # what the restricted unpickler refuses surfaces as various exception types
-        raise ReproError(f"{path}: refused to load (not a plain tensor checkpoint under "
+        raise ReproError(f"{where}: refused to load (not a plain tensor checkpoint under "
                          f"torch.load(weights_only=True)): {str(exc).splitlines()[0]}") from None
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
-        raise ReproError(f"{path}: expected a flat state dict of tensors, found {type(state).__name__}")
-    return state, {}
+        raise ReproError(f"{where}: expected a flat state dict of tensors, found {type(state).__name__}")
+    return state
 
 
 def state_dict_problems(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> list[str]:
@@ -347,7 +356,7 @@ def verify_entry(entry: ManifestEntry, source: str, *, prepared_dir: Path, split
     from repro.metrics import METRICS
 
     spec = DATASETS[entry.dataset]
-    path = obtain(entry, source, cache_dir, allow_pickle=allow_pickle, on_progress=on_progress)
+    path, data = obtain(entry, source, cache_dir, allow_pickle=allow_pickle, on_progress=on_progress)
     # the split must be the very one the recorded value was measured on
     if not Path(split_file).is_file():
         raise ReproError(f"{split_file}: missing split file; run `repro data prepare {entry.dataset}`")
@@ -356,7 +365,7 @@ def verify_entry(entry: ManifestEntry, source: str, *, prepared_dir: Path, split
         raise ReproError(f"{split_file}: sha256 {split_digest[:16]}... differs from the split the checkpoint was "
                          f"measured on ({entry.split_sha256[:16]}...); restore it with `git checkout -- "
                          f"{split_file}`")
-    state, _ = load_tensors(path, entry.format)
+    state = load_tensors(data, entry.format, str(path))
     net = build_checked(entry.model, entry.num_classes, entry.preprocessing.image_size, state, str(path))
     ids, images, targets = split_images(entry.dataset, entry.split, prepared_dir, split_file)
     scores = predict_scores(net, images, entry.preprocessing, spec.multilabel, device)
