@@ -212,3 +212,19 @@ def test_a_stale_part_longer_than_the_file_is_discarded(server, tmp_path):
     part_path(dest).write_bytes(b"x" * (len(BODY) + 10))
     assert download(server.serve("/m"), dest, sha256=SHA, size=len(BODY)).status == "downloaded"
     assert server.hits[-1] == ("/m", None) and dest.read_bytes() == BODY
+
+
+def test_a_second_download_of_the_same_file_waits_its_turn(server, tmp_path):
+    import fcntl
+    import os
+
+    dest = tmp_path / "m.bin"
+    fd = os.open(part_path(dest), os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # what a running download holds
+        with pytest.raises(ReproError, match="another download of this file is running"):
+            download(server.serve("/m"), dest, sha256=SHA)
+        assert server.hits == [] and not dest.exists() and part_path(dest).exists()  # its part is left alone
+    finally:
+        os.close(fd)
+    assert download(server.serve("/m"), dest, sha256=SHA).status == "downloaded"
