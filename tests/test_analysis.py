@@ -133,3 +133,109 @@ def test_logit_axes_refuse_values_outside_zero_one():
 
     with pytest.raises(ReproError, match="logit axes need values between 0 and 1"):
         transform([-0.2, 0.5], "logit")
+
+
+# ---- intervals, bands, splines (issue 6, item 1) --------------------------------------------------------------
+
+
+def _slope_statistic(x, y, axis=-1):
+    xc = x - x.mean(axis, keepdims=True)
+    return (xc * (y - y.mean(axis, keepdims=True))).sum(axis) / (xc**2).sum(axis)
+
+
+@pytest.mark.parametrize("level", [0.9, 0.95])
+def test_bootstrap_equals_scipys_percentile_bootstrap(level):
+    from scipy.stats import bootstrap
+
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0.55, 0.85, 19)
+    y = 0.1 * x + 0.7 + rng.normal(0, 0.01, 19)
+    ours = bootstrap_slope(x, y, resamples=3000, seed=7, level=level)
+    scipy_ci = bootstrap((x, y), _slope_statistic, paired=True, vectorized=True, n_resamples=3000, rng=7,
+                         method="percentile", confidence_level=level).confidence_interval
+    assert ours["dropped"] == 0
+    assert (ours["low"], ours["high"]) == pytest.approx((scipy_ci.low, scipy_ci.high), rel=1e-12)
+
+
+@pytest.mark.parametrize("true_slope", [0.0, 0.04, 0.11, 0.29])
+def test_noisy_synthetic_slopes_are_recovered_within_their_interval(true_slope):
+    rng = np.random.default_rng(11)
+    top1 = np.sort(rng.uniform(56.5, 83.4, 19))
+    rows = [{"model": f"m{i}", "model_display": f"M{i}", "imagenet_top1": t, "dataset": "d", "metric": "accuracy",
+             "value": 0.6 + true_slope * (t / 100 - 0.7) + rng.normal(0, 0.002), "status": "ok"}
+            for i, t in enumerate(top1)]
+    fit = dataset_slopes(pd.DataFrame(rows), 70, 2000, 0, 0.95)["datasets"]["d"]["above_threshold"]
+    # Noise sd 0.002 over ~10 models spread ~0.04 in top-1 gives a slope standard error of about 0.016: 0.05 is 3 SE.
+    assert fit["slope"] == pytest.approx(true_slope, abs=0.05)
+    assert fit["ci"]["low"] < true_slope < fit["ci"]["high"]
+
+
+def test_band_is_a_seeded_envelope_around_the_fitted_line():
+    from repro.analysis import bootstrap_band
+
+    rng = np.random.default_rng(5)
+    x = rng.uniform(0.55, 0.85, 12)
+    y = 0.2 * x + 0.5 + rng.normal(0, 0.01, 12)
+    grid = np.linspace(0.55, 0.85, 7)
+    band = bootstrap_band(x, y, grid, 1000, 0, 0.95)
+    line = np.polyval(np.polyfit(x, y, 1), grid)
+    assert np.all(np.array(band["low"]) < line) and np.all(line < np.array(band["high"]))
+    assert band == bootstrap_band(x, y, grid, 1000, 0, 0.95) and band != bootstrap_band(x, y, grid, 1000, 1, 0.95)
+    assert bootstrap_band(x[:2], y[:2], grid, 100, 0, 0.95) is None
+
+
+def test_spline_follows_a_smooth_curve_and_needs_five_models():
+    from repro.analysis import smoothing_spline
+
+    x = np.linspace(0.55, 0.85, 15)
+    y = 0.5 + (x - 0.55) ** 2  # curved: a line cannot follow it, a spline can
+    spline = smoothing_spline(x, y, x)
+    assert np.abs(np.array(spline["values"]) - y).max() < 0.005
+    tied = smoothing_spline(np.r_[x, x[:1]], np.r_[y, y[:1] + 0.01], x)  # equal top-1 are averaged, not refused
+    assert tied["reason"] is None
+    assert smoothing_spline(x[:4], y[:4], x)["reason"] == "needs at least 5 distinct models, has 4"
+
+
+def test_dataset_slopes_records_the_interval_method_and_draws_curves_in_fractions():
+    doc = dataset_slopes(summary({"a": 0.2}), threshold=70, resamples=300, seed=4, level=0.9)
+    assert doc["bootstrap"] == {"method": doc["datasets"]["a"]["all"]["ci"]["method"], "resamples": 300,
+                                "seed": 4, "level": 0.9}
+    entry = doc["datasets"]["a"]
+    band = entry["above_threshold"]["band"]
+    top1 = np.linspace(56.5, 83.4, 10) / 100
+    assert band["grid"][0] == pytest.approx(top1[top1 >= 0.7].min()) and band["grid"][-1] == pytest.approx(0.834)
+    assert entry["all"]["band"]["grid"][0] == pytest.approx(0.565)
+    assert len(entry["spline"]["values"]) == len(entry["spline"]["grid"]) == 60
+
+
+def test_accuracy_interval_is_clopper_pearson():
+    from repro.analysis import EXACT_BINOMIAL, metric_interval
+
+    targets = np.array([0] * 50 + [1] * 50)
+    scores = np.zeros((100, 2))
+    scores[np.arange(100), targets] = 1.0
+    scores[:20] = scores[:20, ::-1]  # 20 wrong, 80 right
+    ci = metric_interval("accuracy", targets, scores, resamples=10, seed=0, level=0.95)
+    # Clopper-Pearson 95% for 80/100 (beta quantiles; also in standard tables): 0.7082 to 0.8733
+    assert ci["method"] == EXACT_BINOMIAL and (ci["low"], ci["high"]) == pytest.approx((0.7082, 0.8733), abs=1e-4)
+
+
+@pytest.mark.parametrize("metric", ["quadratic_kappa", "roc_auc", "macro_f1"])
+def test_other_metrics_get_a_seeded_bootstrap_over_examples_that_covers_the_value(metric):
+    from repro.analysis import EXAMPLE_BOOTSTRAP, metric_interval
+    from repro.metrics import METRICS
+
+    rng = np.random.default_rng(0)
+    if metric == "macro_f1":
+        targets = rng.integers(0, 2, (300, 4))
+        scores = targets * 0.4 + rng.uniform(0, 0.5, (300, 4))  # overlapping: some labels wrong
+    else:
+        classes = 5 if metric == "quadratic_kappa" else 2
+        targets = rng.integers(0, classes, 300)
+        scores = rng.dirichlet(np.ones(classes), 300)
+        scores[np.arange(300), targets] += rng.uniform(0, 0.6, 300)
+    ci = metric_interval(metric, targets, scores, resamples=300, seed=2, level=0.95)
+    value = METRICS[metric](targets, scores)
+    assert ci["method"] == EXAMPLE_BOOTSTRAP and ci["low"] < value < ci["high"] and ci["high"] - ci["low"] < 0.3
+    assert ci == metric_interval(metric, targets, scores, resamples=300, seed=2, level=0.95)
+    assert ci != metric_interval(metric, targets, scores, resamples=300, seed=3, level=0.95)

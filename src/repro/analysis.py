@@ -27,16 +27,12 @@ def fit_line(x: Sequence[float], y: Sequence[float]) -> dict:
     return {"n": int(len(x)), "slope": float(fit.slope), "intercept": float(fit.intercept), "r": r}
 
 
-def bootstrap_slope(x: Sequence[float], y: Sequence[float], resamples: int, seed: int, level: float) -> dict:
-    """Percentile bootstrap interval of the slope, resampling models with replacement.
+def _resampled_fits(x: np.ndarray, y: np.ndarray, resamples: int, seed: int):
+    """Slopes and intercepts of `resamples` bootstrap resamples of the (x, y) pairs, and which resamples had a fit.
 
-    Resamples whose x values are all equal have no slope; they are dropped and counted.
+    Indices are drawn as scipy.stats.bootstrap draws them (`default_rng(seed).integers(0, n, (resamples, n))`), so
+    the percentile interval below equals scipy's `method="percentile"` (paired) whenever no resample is degenerate.
     """
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    out = {"method": "percentile bootstrap over models", "resamples": resamples, "seed": seed, "level": level}
-    if len(x) < MIN_MODELS_FOR_CI:
-        return {**out, "low": None, "high": None, "dropped": None,
-                "reason": f"needs at least {MIN_MODELS_FOR_CI} models, has {len(x)}"}
     rng = np.random.default_rng(seed)
     index = rng.integers(0, len(x), size=(resamples, len(x)))
     xs, ys = x[index], y[index]
@@ -44,9 +40,119 @@ def bootstrap_slope(x: Sequence[float], y: Sequence[float], resamples: int, seed
     sxx = (xc**2).sum(axis=1)
     ok = np.ptp(xs, axis=1) > 0  # exact test; sxx of equal values can be a rounding-error epsilon, not 0
     slopes = (xc[ok] * (ys[ok] - ys[ok].mean(axis=1, keepdims=True))).sum(axis=1) / sxx[ok]
+    intercepts = ys[ok].mean(axis=1) - slopes * xs[ok].mean(axis=1)
+    return slopes, intercepts, ok
+
+
+BOOTSTRAP_METHOD = "percentile bootstrap over models (paired resampling of (top-1, metric) points)"
+
+
+def bootstrap_slope(x: Sequence[float], y: Sequence[float], resamples: int, seed: int, level: float) -> dict:
+    """Percentile bootstrap interval of the slope, resampling models with replacement.
+
+    This is scipy.stats.bootstrap(paired=True, method="percentile") with one difference: a resample whose x values
+    are all equal has no slope, and scipy would turn the whole interval into NaN; here such resamples are dropped
+    and counted (`dropped`). With 19 distinct models that happens with probability 19 / 19**19, never in practice;
+    with 5 models about once in 625. tests/test_analysis.py checks the equality with scipy. BCa is not used: its
+    jackknife acceleration is unstable with the 2-10 models above the threshold that small studies have.
+    """
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    out = {"method": BOOTSTRAP_METHOD, "resamples": resamples, "seed": seed, "level": level}
+    if len(x) < MIN_MODELS_FOR_CI:
+        return {**out, "low": None, "high": None, "dropped": None,
+                "reason": f"needs at least {MIN_MODELS_FOR_CI} models, has {len(x)}"}
+    slopes, _, ok = _resampled_fits(x, y, resamples, seed)
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(slopes, [tail, 100 - tail])
     return {**out, "low": float(low), "high": float(high), "dropped": int((~ok).sum()), "reason": None}
+
+
+def bootstrap_band(x: Sequence[float], y: Sequence[float], grid: Sequence[float], resamples: int, seed: int,
+                   level: float) -> dict | None:
+    """Pointwise percentile band of the fitted line at `grid`, from the same resamples as bootstrap_slope.
+
+    None below MIN_MODELS_FOR_CI models. All values on the axis scale the fit was made on.
+    """
+    x, y, grid = np.asarray(x, float), np.asarray(y, float), np.asarray(grid, float)
+    if len(x) < MIN_MODELS_FOR_CI:
+        return None
+    slopes, intercepts, _ = _resampled_fits(x, y, resamples, seed)
+    lines = slopes[:, None] * grid[None, :] + intercepts[:, None]
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(lines, [tail, 100 - tail], axis=0)
+    return {"grid": grid.tolist(), "low": low.tolist(), "high": high.tolist(), "level": level}
+
+
+MIN_POINTS_FOR_SPLINE = 5  # scipy's make_smoothing_spline needs five abscissas
+
+
+def smoothing_spline(x: Sequence[float], y: Sequence[float], grid: Sequence[float]) -> dict:
+    """A cubic smoothing spline through the points, its smoothness chosen by generalized cross-validation.
+
+    Appendix B of the paper draws "spline interpolation" through the models; it does not say which spline. A GCV
+    smoothing spline (scipy.interpolate.make_smoothing_spline) follows the points without a knob to tune. Models
+    with equal x are averaged first (the spline needs strictly increasing x).
+    """
+    from scipy.interpolate import make_smoothing_spline
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    xu, inverse_index = np.unique(x, return_inverse=True)
+    yu = np.bincount(inverse_index, weights=y) / np.bincount(inverse_index)
+    method = "cubic smoothing spline, smoothness by generalized cross-validation (scipy make_smoothing_spline)"
+    if len(xu) < MIN_POINTS_FOR_SPLINE:
+        return {"method": method, "grid": None, "values": None,
+                "reason": f"needs at least {MIN_POINTS_FOR_SPLINE} distinct models, has {len(xu)}"}
+    spline = make_smoothing_spline(xu, yu)
+    grid = np.asarray(grid, float)
+    return {"method": method, "grid": grid.tolist(), "values": spline(grid).tolist(), "reason": None}
+
+
+# ---- per-model intervals -------------------------------------------------------------------------------------
+
+EXACT_BINOMIAL = "Clopper-Pearson exact binomial over test examples"
+EXAMPLE_BOOTSTRAP = "percentile bootstrap over test examples"
+
+
+def metric_interval(metric: str, targets: np.ndarray, scores: np.ndarray, *, resamples: int, seed: int,
+                    level: float) -> dict:
+    """Interval of one model's test metric from its saved predictions.
+
+    Accuracy is a count of correct answers out of n, so its exact binomial (Clopper-Pearson) interval needs no
+    resampling. Kappa, ROC AUC and macro F1 are not binomial: their interval comes from resampling test examples
+    with replacement and recomputing the metric with the same function the run used (repro.metrics). Resamples on
+    which the metric is undefined (one class only, for AUC) are dropped and counted.
+    """
+    from scipy.stats import binomtest
+
+    from repro.metrics import METRICS
+
+    targets, scores = np.asarray(targets), np.asarray(scores, float)
+    n = len(targets)
+    if n == 0:
+        return {"method": None, "low": None, "high": None, "n": 0, "reason": "no predictions"}
+    if metric == "accuracy":
+        correct = int((scores.argmax(axis=1) == targets).sum())
+        ci = binomtest(correct, n).proportion_ci(confidence_level=level, method="exact")
+        return {"method": EXACT_BINOMIAL, "low": float(ci.low), "high": float(ci.high), "n": n, "level": level,
+                "reason": None}
+    function = METRICS[metric]
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        index = rng.integers(0, n, size=n)
+        try:
+            value = function(targets[index], scores[index])
+        except ValueError:  # e.g. roc_auc on a resample holding one class
+            continue
+        if math.isfinite(value):
+            values.append(value)
+    out = {"method": EXAMPLE_BOOTSTRAP, "n": n, "level": level, "resamples": resamples, "seed": seed,
+           "dropped": resamples - len(values)}
+    if not values:
+        return {**out, "low": None, "high": None, "reason": "the metric is undefined on every resample"}
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return {**out, "low": float(low), "high": float(high), "reason": None}
 
 
 # Axis scales. "linear" is the paper's reading (PAPER.md section 1); logit and probit are the scales on which
@@ -90,26 +196,44 @@ def fitted_values(fit: dict, x, name: str) -> np.ndarray:
     return inverse(fit["slope"] * transform(x, name) + fit["intercept"], name)
 
 
+GRID_POINTS = 60  # points along each drawn curve (band, spline)
+
+
 def dataset_slopes(summary, threshold: float, resamples: int, seed: int, level: float,
                    scale: str = "linear") -> dict:
     """Per dataset: fits over all models and over models with ImageNet top-1 >= threshold (percent), both axes on
-    the `scale` scale (slopes are then in units of that scale)."""
+    the `scale` scale (slopes are then in units of that scale), each with its bootstrap interval and a pointwise
+    bootstrap band, and a smoothing spline through all models (Appendix B). Curves are stored in fractions."""
     table = summary[summary["status"] == "ok"]
     datasets = {}
     for name, rows in table.groupby("dataset", sort=True):
-        x = transform(rows["imagenet_top1"].to_numpy(float) / 100.0, scale)
+        top1 = rows["imagenet_top1"].to_numpy(float) / 100.0
+        x = transform(top1, scale)
         y = transform(rows["value"].to_numpy(float), scale)
         above = rows["imagenet_top1"].to_numpy(float) >= threshold
         entry = {"metric": rows["metric"].iloc[0]}
         for key, mask in (("all", np.ones(len(x), bool)), ("above_threshold", above)):
-            entry[key] = {**fit_line(x[mask], y[mask]),
-                          "ci": bootstrap_slope(x[mask], y[mask], resamples, seed, level),
-                          "models": rows["model"][mask].tolist()}
+            fit = {**fit_line(x[mask], y[mask]), "ci": bootstrap_slope(x[mask], y[mask], resamples, seed, level),
+                   "models": rows["model"][mask].tolist()}
+            band = None
+            if mask.any():
+                grid = np.linspace(top1[mask].min(), top1[mask].max(), GRID_POINTS)
+                band = bootstrap_band(x[mask], y[mask], transform(grid, scale), resamples, seed, level)
+                if band is not None:
+                    band = {**band, "grid": grid.tolist(), "low": inverse(band["low"], scale).tolist(),
+                            "high": inverse(band["high"], scale).tolist()}
+            entry[key] = {**fit, "band": band}
+        grid = np.linspace(top1.min(), top1.max(), GRID_POINTS)
+        spline = smoothing_spline(x, y, transform(grid, scale))
+        if spline["values"] is not None:
+            spline = {**spline, "grid": grid.tolist(), "values": inverse(spline["values"], scale).tolist()}
+        entry["spline"] = spline
         datasets[name] = entry
     return {
         "fit": f"ordinary least squares, {scale} axes, both from fractions",
         "transform": scale,
         "threshold_top1_percent": threshold,
+        "bootstrap": {"method": BOOTSTRAP_METHOD, "resamples": resamples, "seed": seed, "level": level},
         "datasets": datasets,
     }
 

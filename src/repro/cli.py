@@ -265,14 +265,25 @@ def collect(
     summary: Annotated[Path, typer.Option(help="Long table to write.")] = layout.SUMMARY,
     metrics: Annotated[Path, typer.Option(help="Per-run metrics for `dvc metrics show`.")] = layout.METRICS,
 ) -> None:
-    """Gather the study's run.json files into one long table (results/summary.csv)."""
+    """Gather the study's run.json files into one long table (results/summary.csv), with each model's interval
+    recomputed from its predictions.csv (exact binomial for accuracy, bootstrap over test examples otherwise)."""
+    from repro.analysis import metric_interval
     from repro.models import MODELS
-    from repro.results import RUN_FILE, read_run, summary_rows, write_summary
+    from repro.results import PREDICTIONS_FILE, RUN_FILE, read_predictions, read_run, summary_rows, write_summary
 
     p = _params(params)
-    records = [read_run(layout.run_dir(MODELS[m].path, d) / RUN_FILE)
-               for d in p.finetune.datasets for m in p.finetune.models]
-    write_summary(summary_rows(records), summary, metrics)
+    a = p.analyze
+    folders = [layout.run_dir(MODELS[m].path, d) for d in p.finetune.datasets for m in p.finetune.models]
+    records = [read_run(folder / RUN_FILE) for folder in folders]
+    intervals = []
+    for folder, record in zip(folders, records):
+        if record["status"] != "ok":
+            intervals.append(None)
+            continue
+        targets, scores = read_predictions(folder / PREDICTIONS_FILE)
+        intervals.append(metric_interval(record["metric"], targets, scores, resamples=a.example_resamples,
+                                         seed=a.bootstrap_seed, level=a.ci_level))
+    write_summary(summary_rows(records, intervals), summary, metrics)
     out.print(f"[green]collected[/] {len(records)} runs -> {summary}")
 
 
@@ -294,7 +305,8 @@ def analyze(
     _write_json(slopes, doc)
     from rich.table import Table
 
-    table = Table(title=f"slopes ({p.profile} profile, {a.transform} axes)")
+    table = Table(title=f"slopes ({p.profile} profile, {a.transform} axes)",
+                  caption=f"{doc['bootstrap']['method']}, {a.bootstrap_resamples} resamples, seed {a.bootstrap_seed}")
     for column in ("dataset", "metric", "fit", "models", "slope", f"{a.ci_level:.0%} CI"):
         table.add_column(column)
     for name, entry in doc["datasets"].items():
