@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from repro.analysis import NEEDS_PAPER, bootstrap_slope, dataset_slopes, evaluate_claims, fit_line
+from repro.analysis import NEEDS_PAPER, NEEDS_SMOKE, bootstrap_slope, dataset_slopes, evaluate_claims, fit_line
 
 from conftest import ROOT
 
@@ -64,8 +64,10 @@ def verdicts(table, profile="paper", figure=True):
 
 def test_smoke_results_never_pass_a_paper_claim():
     result = verdicts(summary(PAPER_SLOPES), profile="smoke")
-    assert [v["verdict"] for k, v in result.items() if k != "C6"] == [NEEDS_PAPER] * 5
+    assert [v["verdict"] for k, v in result.items() if k.startswith("C") and k != "C6"] == [NEEDS_PAPER] * 5
     assert result["C6"]["verdict"] == "not evaluated"
+    # the smoke profile's own regression claims are evaluated, and say why when the embedded results are absent
+    assert result["R1"]["verdict"] == "not evaluated" and "no digits result for" in result["R1"]["reason"]
 
 
 def test_results_like_the_papers_pass_and_others_fail():
@@ -73,7 +75,8 @@ def test_results_like_the_papers_pass_and_others_fail():
     table["imagenet_top1"] = table["imagenet_top1"].round(1)
     result = verdicts(table)
     assert {k: v["verdict"] for k, v in result.items()} == {
-        "C1": "pass", "C2": "pass", "C3": "pass", "C4": "pass", "C5": "pass", "C6": "not evaluated"}
+        "C1": "pass", "C2": "pass", "C3": "pass", "C4": "pass", "C5": "pass", "C6": "not evaluated",
+        "R1": NEEDS_SMOKE, "R2": NEEDS_SMOKE, "R3": NEEDS_SMOKE}
     steep = verdicts(summary({**PAPER_SLOPES, "eurosat": 0.08, "hpa": 0.40}, n=19))
     assert steep["C4"]["verdict"] == "fail" and steep["C5"]["verdict"] == "fail"
     assert "eurosat 0.080" in steep["C4"]["ours"]
@@ -90,6 +93,10 @@ def test_results_like_the_papers_pass_and_others_fail():
         ([{"id": "C1", "claim": "x"}], "claim 1 (C1): needs the keys id, claim and check"),
         ([{"id": "C9", "claim": "x", "check": {"kind": "slope_between"}}], "check.kind must be one of"),
         ([{"id": "C4", "claim": "x", "check": {"kind": "slope_below", "datasets": ["a"]}}], "needs below"),
+        ([{"id": "R2", "claim": "x", "check": {"kind": "slope_near", "values": {}, "datasets": [], "fit": "x"}}],
+         "check.fit must be one of all, above_threshold, got 'x'"),
+        ([{"id": "R1", "claim": "x", "needs": "full", "check": {"kind": "not_evaluable", "reason": "r"}}],
+         "needs must be one of paper, smoke, got 'full'"),
     ],
 )
 def test_malformed_claims_are_one_clear_error(claims, message):
@@ -239,3 +246,24 @@ def test_other_metrics_get_a_seeded_bootstrap_over_examples_that_covers_the_valu
     assert ci["method"] == EXAMPLE_BOOTSTRAP and ci["low"] < value < ci["high"] and ci["high"] - ci["low"] < 0.3
     assert ci == metric_interval(metric, targets, scores, resamples=300, seed=2, level=0.95)
     assert ci != metric_interval(metric, targets, scores, resamples=300, seed=3, level=0.95)
+
+
+def _smoke_table(values: dict[str, float]) -> pd.DataFrame:
+    top1 = {"torchvision/squeezenet1_1.IMAGENET1K_V1": 58.178, "torchvision/shufflenet_v2_x0_5.IMAGENET1K_V1": 60.552,
+            "torchvision/shufflenet_v2_x1_0.IMAGENET1K_V1": 69.362, "timm/deit_tiny_patch16_224.fb_in1k": 72.17,
+            "timm/efficientnet_b0.ra_in1k": 77.7}
+    return pd.DataFrame([{"model": m, "model_display": m.split("/")[1][:8], "imagenet_top1": top1[m],
+                          "dataset": "digits", "metric": "accuracy", "value": v, "status": "ok",
+                          "value_low": v - 0.04, "value_high": v + 0.04} for m, v in values.items()])
+
+
+def test_regression_claims_pass_on_the_locked_numbers_and_fail_when_they_drift():
+    locked = next(c for c in CLAIMS if c["id"] == "R1")["check"]["values"]
+    result = verdicts(_smoke_table(locked), profile="smoke")
+    assert {k: result[k]["verdict"] for k in ("R1", "R2", "R3")} == {"R1": "pass", "R2": "pass", "R3": "pass"}
+    assert "[" in result["R1"]["ours"] and result["C1"]["verdict"] == NEEDS_PAPER
+    drifted = verdicts(_smoke_table({**locked, "timm/efficientnet_b0.ra_in1k": 0.30}), profile="smoke")
+    # 0.0556 off on one model fails R1 and, two models above 70% being all of R3's fit, moves R3 by 1.0 (< 1.09)
+    assert drifted["R1"]["verdict"] == "fail" and drifted["R3"]["verdict"] == "pass"
+    far = verdicts(_smoke_table({**locked, "timm/efficientnet_b0.ra_in1k": 0.80}), profile="smoke")
+    assert far["R2"]["verdict"] == "fail" and far["R3"]["verdict"] == "fail"

@@ -241,13 +241,24 @@ def dataset_slopes(summary, threshold: float, resamples: int, seed: int, level: 
 # ---- claims -------------------------------------------------------------------------------------------------
 
 NEEDS_PAPER = "not evaluated (needs the paper profile)"
+NEEDS_SMOKE = "not evaluated (needs the smoke profile)"
+NEEDS = {"paper": NEEDS_PAPER, "smoke": NEEDS_SMOKE}
 
 
 def _verdict(claim: dict, verdict: str, ours: str = "", reason: str = "") -> dict:
     return {"id": claim["id"], "claim": claim["claim"], "where": claim.get("where", ""),
             "paper_value": str(claim.get("paper_value", "")), "ours": ours,
-            "tolerance": str(claim.get("tolerance", "")), "verdict": verdict, "reason": reason,
-            "command": claim.get("command", "")}
+            "tolerance": str(claim.get("tolerance", "")), "tolerance_why": claim.get("tolerance_why", ""),
+            "verdict": verdict, "reason": reason, "command": claim.get("command", "")}
+
+
+def _value_text(row) -> str:
+    interval = "" if _missing(row.get("value_low")) else f" [{row['value_low']:.3f}, {row['value_high']:.3f}]"
+    return f"{row['value']:.3f}{interval}"
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _slope_text(fit: dict) -> str:
@@ -263,8 +274,9 @@ def evaluate_claim(claim: dict, profile: str, summary, slopes: dict, figure_exis
     kind = check["kind"]
     if kind == "not_evaluable":
         return _verdict(claim, "not evaluated", reason=check["reason"])
-    if claim.get("needs") == "paper" and profile != "paper":
-        return _verdict(claim, NEEDS_PAPER, reason=f"the results come from the {profile!r} profile")
+    needs = claim.get("needs")
+    if needs is not None and needs != profile:
+        return _verdict(claim, NEEDS[needs], reason=f"the results come from the {profile!r} profile")
     ok_rows = summary[summary["status"] == "ok"]
     tol = float(claim.get("tolerance", 0) or 0)
     if kind == "model_set":
@@ -278,6 +290,14 @@ def evaluate_claim(claim: dict, profile: str, summary, slopes: dict, figure_exis
         found = sorted(ok_rows["dataset"].unique())
         good = found == sorted(check["datasets"])
         return _verdict(claim, "pass" if good else "fail", ", ".join(found) or "none")
+    if kind == "values_near":
+        rows = ok_rows[ok_rows["dataset"] == check["dataset"]].set_index("model")
+        absent = [m for m in check["values"] if m not in rows.index]
+        if absent:
+            return _verdict(claim, "not evaluated", reason=f"no {check['dataset']} result for {', '.join(absent)}")
+        ours = "; ".join(f"{rows.loc[m, 'model_display']} {_value_text(rows.loc[m])}" for m in check["values"])
+        good = all(abs(rows.loc[m, "value"] - v) <= tol for m, v in check["values"].items())
+        return _verdict(claim, "pass" if good else "fail", ours)
     datasets = slopes["datasets"]
     missing = [d for d in check["datasets"] if d not in datasets]
     if missing:
@@ -287,7 +307,8 @@ def evaluate_claim(claim: dict, profile: str, summary, slopes: dict, figure_exis
         good = figure_exists and all(a is not None and b is not None for a, b in fits.values())
         reason = "" if figure_exists else "figure missing; run `repro figures`"
         return _verdict(claim, "pass" if good else "fail", f"{len(fits)} datasets with both fits", reason)
-    fits = {d: datasets[d]["above_threshold"] for d in check["datasets"]}
+    which = check.get("fit", "above_threshold")  # the paper's slopes are the post-VGG ones
+    fits = {d: datasets[d][which] for d in check["datasets"]}
     ours = "; ".join(f"{d} {_slope_text(f)}" for d, f in fits.items())
     if any(f["slope"] is None for f in fits.values()):
         return _verdict(claim, "not evaluated", ours, "a fit has fewer than two distinct models")
@@ -302,7 +323,8 @@ def evaluate_claim(claim: dict, profile: str, summary, slopes: dict, figure_exis
 
 CHECK_KINDS = {"not_evaluable": ("reason",), "model_set": ("count", "top1_min", "top1_max"),
                "dataset_set": ("datasets",), "both_fits": ("datasets",), "slope_below": ("below", "datasets"),
-               "slope_near": ("values", "datasets")}
+               "slope_near": ("values", "datasets"), "values_near": ("dataset", "values")}
+FITS = ("all", "above_threshold")
 
 
 def validate_claims(claims: object) -> list[dict]:
@@ -322,6 +344,10 @@ def validate_claims(claims: object) -> list[dict]:
         missing = [key for key in CHECK_KINDS[kind] if key not in check]
         if missing:
             raise ReproError(f"{where}: a {kind} check needs {', '.join(missing)}")
+        if check.get("fit", FITS[1]) not in FITS:
+            raise ReproError(f"{where}: check.fit must be one of {', '.join(FITS)}, got {check['fit']!r}")
+        if claim.get("needs") not in (None, *NEEDS):
+            raise ReproError(f"{where}: needs must be one of {', '.join(NEEDS)}, got {claim['needs']!r}")
     return claims
 
 

@@ -351,7 +351,7 @@ def verify(
     """Check the paper's claims (paper/claims.yaml) against the current results and print a verdict table."""
     import yaml
 
-    from repro.analysis import NEEDS_PAPER, evaluate_claims
+    from repro.analysis import NEEDS, evaluate_claims
     from repro.results import read_json, read_summary
 
     p = _params(params)
@@ -384,7 +384,7 @@ def verify(
         style = {"pass": "green", "fail": "red"}
         for v in verdicts:
             # The profile note below already says why paper claims are not evaluated here.
-            shown_reason = v["reason"] and v["verdict"] != NEEDS_PAPER
+            shown_reason = v["reason"] and v["verdict"] not in NEEDS.values()
             verdict = v["verdict"] + (f": {v['reason']}" if shown_reason else "")
             table.add_row(v["id"], v["claim"], v["paper_value"], v["ours"] or "-", v["tolerance"] or "-",
                           f"[{style.get(v['verdict'], 'yellow')}]{verdict}[/]", v["command"])
