@@ -77,9 +77,13 @@ def bootstrap_band(x: Sequence[float], y: Sequence[float], grid: Sequence[float]
     if len(x) < MIN_MODELS_FOR_CI:
         return None
     slopes, intercepts, _ = _resampled_fits(x, y, resamples, seed)
-    lines = slopes[:, None] * grid[None, :] + intercepts[:, None]
+    return _band(slopes, intercepts, grid, level)
+
+
+def _band(slopes: np.ndarray, intercepts: np.ndarray, grid: np.ndarray, level: float) -> dict:
+    lines = grid[:, None] * slopes[None, :] + intercepts[None, :]  # (grid, resamples): rows contiguous, fast
     tail = (1 - level) / 2 * 100
-    low, high = np.percentile(lines, [tail, 100 - tail], axis=0)
+    low, high = np.percentile(lines, [tail, 100 - tail], axis=1)
     return {"grid": grid.tolist(), "low": low.tolist(), "high": high.tolist(), "level": level}
 
 
@@ -216,9 +220,11 @@ def dataset_slopes(summary, threshold: float, resamples: int, seed: int, level: 
             fit = {**fit_line(x[mask], y[mask]), "ci": bootstrap_slope(x[mask], y[mask], resamples, seed, level),
                    "models": rows["model"][mask].tolist()}
             band = None
-            if mask.any():
+            if fit["ci"]["reason"] is None:
                 grid = np.linspace(top1[mask].min(), top1[mask].max(), GRID_POINTS)
-                band = bootstrap_band(x[mask], y[mask], transform(grid, scale), resamples, seed, level)
+                # the same resamples as the slope's interval (same seed), drawn once more only for the band
+                slopes_b, intercepts_b, _ = _resampled_fits(x[mask], y[mask], resamples, seed)
+                band = _band(slopes_b, intercepts_b, transform(grid, scale), level)
                 if band is not None:
                     band = {**band, "grid": grid.tolist(), "low": inverse(band["low"], scale).tolist(),
                             "high": inverse(band["high"], scale).tolist()}
