@@ -95,7 +95,8 @@ def test_slope_table_in_markdown_and_latex(tmp_path):
     caption = slope_caption(slopes)
     assert "95% percentile bootstrap over models" in caption and "500 resamples, seed 0" in caption
     md = markdown_table(rows, caption=caption).splitlines()
-    assert md[2] == "| dataset | metric | fit | models | slope | interval | intercept | r |" and len(md) == 4 + 4  # caption, blank, header, rule
+    assert md[2] == "| dataset | metric | fit | models | slope | interval | intercept | r |"
+    assert len(md) == 4 + 4  # caption, blank line, header, rule, four rows
     tex = latex_table(rows, caption="a 95% interval")
     assert r"top-1 $\geq$ 70\%" in tex and r"a 95\% interval" in tex and tex.count(r" \\") == 5
     assert tex.startswith(r"\begin{table}") and r"\bottomrule" in tex

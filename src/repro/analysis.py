@@ -1,8 +1,10 @@
-"""Pure analysis: per-dataset line fits of downstream metric against ImageNet top-1, bootstrap intervals over
-models, and verdicts on the paper's claims. No matplotlib and no file layout here.
+"""Pure analysis: per-dataset line fits of downstream metric against ImageNet top-1, bootstrap intervals and
+pointwise bands over models, the Appendix-B smoothing spline, per-model intervals from saved predictions (exact
+binomial for accuracy, bootstrap over test examples otherwise), and verdicts on the paper's claims. No matplotlib
+and no file layout here.
 
 Both axes are fractions (top-1 56.5% -> 0.565), so a slope is unit-free as in the paper (PAPER.md section 1).
-Exercised by `repro analyze` and `repro verify`.
+Exercised by `repro collect` (per-model intervals), `repro analyze` and `repro verify`.
 """
 
 from __future__ import annotations
