@@ -267,3 +267,37 @@ def test_regression_claims_pass_on_the_locked_numbers_and_fail_when_they_drift()
     assert drifted["R1"]["verdict"] == "fail" and drifted["R3"]["verdict"] == "pass"
     far = verdicts(_smoke_table({**locked, "timm/efficientnet_b0.ra_in1k": 0.80}), profile="smoke")
     assert far["R2"]["verdict"] == "fail" and far["R3"]["verdict"] == "fail"
+
+
+def test_vectorized_resampled_metrics_equal_sklearn_on_each_resample():
+    """The per-resample kappa / AUC / F1 computed from example counts are the metrics of the resampled rows."""
+    from sklearn.metrics import cohen_kappa_score, f1_score, roc_auc_score
+
+    from repro.analysis import RESAMPLED_METRICS, _counts
+
+    rng = np.random.default_rng(0)
+    n = 120
+    index = rng.integers(0, n, (30, n))
+    counts = _counts(index, n)
+    assert (counts.sum(axis=1) == n).all()
+    # kappa: class 4 is rare, so some resamples lack it; the labels stay those of the full set
+    grades = rng.choice(5, n, p=[0.4, 0.3, 0.2, 0.09, 0.01])
+    scores = rng.dirichlet(np.ones(5), n)
+    scores[np.arange(n), grades] += 0.4
+    labels = np.union1d(grades, scores.argmax(1))
+    kappa = [cohen_kappa_score(grades[i], scores[i].argmax(1), weights="quadratic", labels=labels) for i in index]
+    assert RESAMPLED_METRICS["quadratic_kappa"](grades, scores, counts) == pytest.approx(kappa, abs=1e-12)
+    # AUC with many tied scores (rounded to one decimal)
+    binary = rng.integers(0, 2, n)
+    p1 = np.round(np.clip(0.3 * binary + rng.uniform(0, 0.7, n), 0, 1), 1)
+    two = np.c_[1 - p1, p1]
+    auc = [roc_auc_score(binary[i], p1[i]) for i in index]
+    assert RESAMPLED_METRICS["roc_auc"](binary, two, counts) == pytest.approx(auc, abs=1e-12)
+    assert np.isnan(RESAMPLED_METRICS["roc_auc"](np.zeros(n, int), two, counts)).all()  # one class: undefined
+    # macro F1 with a label that is never true nor predicted (scores 1 in zero_division=0 terms: 0)
+    multi = rng.integers(0, 2, (n, 5))
+    multi[:, 4] = 0
+    probs = multi * 0.4 + rng.uniform(0, 0.5, (n, 5))
+    probs[:, 4] = 0.1
+    f1 = [f1_score(multi[i], (probs[i] >= 0.5).astype(int), average="macro", zero_division=0) for i in index]
+    assert RESAMPLED_METRICS["macro_f1"](multi, probs, counts) == pytest.approx(f1, abs=1e-12)

@@ -125,8 +125,10 @@ def metric_interval(metric: str, targets: np.ndarray, scores: np.ndarray, *, res
 
     Accuracy is a count of correct answers out of n, so its exact binomial (Clopper-Pearson) interval needs no
     resampling. Kappa, ROC AUC and macro F1 are not binomial: their interval comes from resampling test examples
-    with replacement and recomputing the metric with the same function the run used (repro.metrics). Resamples on
-    which the metric is undefined (one class only, for AUC) are dropped and counted.
+    with replacement and recomputing the metric on each resample. For those three the recomputation is vectorized
+    over resamples (the counts of each example in each resample, below); it equals repro.metrics' function on the
+    resample (tests/test_analysis.py checks it). Resamples on which the metric is undefined (one class only, for
+    AUC) are dropped and counted.
     """
     from scipy.stats import binomtest
 
@@ -141,24 +143,93 @@ def metric_interval(metric: str, targets: np.ndarray, scores: np.ndarray, *, res
         ci = binomtest(correct, n).proportion_ci(confidence_level=level, method="exact")
         return {"method": EXACT_BINOMIAL, "low": float(ci.low), "high": float(ci.high), "n": n, "level": level,
                 "reason": None}
-    function = METRICS[metric]
     rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(resamples):
-        index = rng.integers(0, n, size=n)
-        try:
-            value = function(targets[index], scores[index])
-        except ValueError:  # e.g. roc_auc on a resample holding one class
-            continue
-        if math.isfinite(value):
-            values.append(value)
+    vectorized = RESAMPLED_METRICS.get(metric)
+    if vectorized is not None and (metric != "macro_f1" or targets.ndim == 2):
+        chunks = []
+        for start in range(0, resamples, _CHUNK):
+            index = rng.integers(0, n, size=(min(_CHUNK, resamples - start), n))
+            chunks.append(vectorized(targets, scores, _counts(index, n)))
+        values = np.concatenate(chunks)
+        values = values[np.isfinite(values)]
+    else:
+        function = METRICS[metric]
+        values = []
+        for _ in range(resamples):
+            index = rng.integers(0, n, size=n)
+            try:
+                value = function(targets[index], scores[index])
+            except ValueError:  # e.g. roc_auc on a resample holding one class
+                continue
+            if math.isfinite(value):
+                values.append(value)
     out = {"method": EXAMPLE_BOOTSTRAP, "n": n, "level": level, "resamples": resamples, "seed": seed,
            "dropped": resamples - len(values)}
-    if not values:
+    if not len(values):
         return {**out, "low": None, "high": None, "reason": "the metric is undefined on every resample"}
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(values, [tail, 100 - tail])
     return {**out, "low": float(low), "high": float(high), "reason": None}
+
+
+_CHUNK = 100  # resamples per batch: (100, n) counts stay small even for the ~11,000 Melanoma test images
+
+
+def _counts(index: np.ndarray, n: int) -> np.ndarray:
+    """(resamples, n) multiplicity of each example in each resample, from (resamples, n) drawn indices."""
+    rows = index.shape[0]
+    flat = (np.arange(rows)[:, None] * n + index).ravel()
+    return np.bincount(flat, minlength=rows * n).reshape(rows, n).astype(float)
+
+
+def _kappa_resampled(targets, scores, counts):
+    """Quadratic weighted kappa per resample, as sklearn's cohen_kappa_score computes it, with the labels of the
+    full test set (a class missing from one resample keeps its place in the weights)."""
+    predictions = scores.argmax(axis=1)
+    labels = np.union1d(targets, predictions)
+    k = len(labels)
+    code = np.searchsorted(labels, targets) * k + np.searchsorted(labels, predictions)
+    confusion = (counts @ np.eye(k * k)[code]).reshape(-1, k, k)  # (resamples, true, predicted)
+    total = confusion.sum(axis=(1, 2))
+    expected = confusion.sum(axis=2)[:, :, None] * confusion.sum(axis=1)[:, None, :] / total[:, None, None]
+    weights = (np.arange(k)[:, None] - np.arange(k)[None, :]) ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 1 - (weights * confusion).sum(axis=(1, 2)) / (weights * expected).sum(axis=(1, 2))
+
+
+def _auc_resampled(targets, scores, counts):
+    """ROC AUC of class 1 per resample: the Mann-Whitney form (ties count one half), which is what sklearn's
+    trapezoidal roc_auc_score equals. NaN where a resample holds one class only."""
+    order = np.argsort(scores[:, 1], kind="stable")
+    score, positive = scores[order, 1], targets[order] == 1
+    counts = counts[:, order]
+    starts = np.r_[0, np.flatnonzero(np.diff(score)) + 1]  # first position of each run of equal scores
+    group = np.cumsum(np.r_[0, np.diff(score) != 0])
+    ends = np.r_[starts[1:], len(score)]
+    negatives = np.cumsum(counts * ~positive, axis=1)
+    below = np.where(starts > 0, negatives[:, np.maximum(starts - 1, 0)], 0.0)  # negatives before each group
+    within = negatives[:, ends - 1] - below
+    wins = (counts * positive * (below + 0.5 * within)[:, group]).sum(axis=1)
+    n_pos, n_neg = (counts * positive).sum(axis=1), (counts * ~positive).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((n_pos > 0) & (n_neg > 0), wins / (n_pos * n_neg), np.nan)
+
+
+def _macro_f1_resampled(targets, scores, counts):
+    """Macro F1 over labels of multi-hot targets, predictions at 0.5, a label with no true and no predicted
+    positives scoring 0 (sklearn's zero_division=0)."""
+    predicted = (scores >= 0.5).astype(float)
+    truth = targets.astype(float)
+    tp = counts @ (truth * predicted)
+    fp = counts @ ((1 - truth) * predicted)
+    fn = counts @ (truth * (1 - predicted))
+    denominator = 2 * tp + fp + fn
+    f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+    return f1.mean(axis=1)
+
+
+RESAMPLED_METRICS = {"quadratic_kappa": _kappa_resampled, "roc_auc": _auc_resampled,
+                     "macro_f1": _macro_f1_resampled}
 
 
 # Axis scales. "linear" is the paper's reading (PAPER.md section 1); logit and probit are the scales on which

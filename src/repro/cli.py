@@ -275,14 +275,23 @@ def collect(
     a = p.analyze
     folders = [layout.run_dir(MODELS[m].path, d) for d in p.finetune.datasets for m in p.finetune.models]
     records = [read_run(folder / RUN_FILE) for folder in folders]
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     intervals = []
-    for folder, record in zip(folders, records):
-        if record["status"] != "ok":
-            intervals.append(None)
-            continue
-        targets, scores = read_predictions(folder / PREDICTIONS_FILE)
-        intervals.append(metric_interval(record["metric"], targets, scores, resamples=a.example_resamples,
-                                         seed=a.bootstrap_seed, level=a.ci_level))
+    # Kappa, AUC and F1 intervals resample test examples (example_resamples metric calls per run): minutes for
+    # the paper's study, so show where it is.
+    with Progress(TextColumn("intervals"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[run]}"), console=err, transient=True) as progress:
+        task = progress.add_task("intervals", total=len(records), run="")
+        for folder, record in zip(folders, records):
+            progress.update(task, run=f"{record['model']} on {record['dataset']}")
+            if record["status"] != "ok":
+                intervals.append(None)
+            else:
+                targets, scores = read_predictions(folder / PREDICTIONS_FILE)
+                intervals.append(metric_interval(record["metric"], targets, scores, resamples=a.example_resamples,
+                                                 seed=a.bootstrap_seed, level=a.ci_level))
+            progress.advance(task)
     write_summary(summary_rows(records, intervals), summary, metrics)
     out.print(f"[green]collected[/] {len(records)} runs -> {summary}")
 
