@@ -63,7 +63,10 @@ def bootstrap_slope(x: Sequence[float], y: Sequence[float], resamples: int, seed
     if len(x) < MIN_MODELS_FOR_CI:
         return {**out, "low": None, "high": None, "dropped": None,
                 "reason": f"needs at least {MIN_MODELS_FOR_CI} models, has {len(x)}"}
-    slopes, _, ok = _resampled_fits(x, y, resamples, seed)
+    return _slope_interval(out, *_resampled_fits(x, y, resamples, seed), level)
+
+
+def _slope_interval(out: dict, slopes: np.ndarray, _intercepts, ok: np.ndarray, level: float) -> dict:
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(slopes, [tail, 100 - tail])
     return {**out, "low": float(low), "high": float(high), "dropped": int((~ok).sum()), "reason": None}
@@ -290,18 +293,21 @@ def dataset_slopes(summary, threshold: float, resamples: int, seed: int, level: 
         above = rows["imagenet_top1"].to_numpy(float) >= threshold
         entry = {"metric": rows["metric"].iloc[0]}
         for key, mask in (("all", np.ones(len(x), bool)), ("above_threshold", above)):
-            fit = {**fit_line(x[mask], y[mask]), "ci": bootstrap_slope(x[mask], y[mask], resamples, seed, level),
-                   "models": rows["model"][mask].tolist()}
             band = None
-            if fit["ci"]["reason"] is None:
+            if mask.sum() < MIN_MODELS_FOR_CI:
+                ci = bootstrap_slope(x[mask], y[mask], resamples, seed, level)  # says why there is none
+            else:
+                # one set of resamples serves the slope's interval and the band, drawn as bootstrap_slope draws it
+                resampled = _resampled_fits(x[mask], y[mask], resamples, seed)
+                ci = _slope_interval({"method": BOOTSTRAP_METHOD, "resamples": resamples, "seed": seed,
+                                      "level": level}, *resampled, level)
                 grid = np.linspace(top1[mask].min(), top1[mask].max(), GRID_POINTS)
-                # the same resamples as the slope's interval (same seed), drawn once more only for the band
-                slopes_b, intercepts_b, _ = _resampled_fits(x[mask], y[mask], resamples, seed)
-                band = _band(slopes_b, intercepts_b, transform(grid, scale), level)
+                band = _band(resampled[0], resampled[1], transform(grid, scale), level)
                 if band is not None:
                     band = {**band, "grid": grid.tolist(), "low": inverse(band["low"], scale).tolist(),
                             "high": inverse(band["high"], scale).tolist()}
-            entry[key] = {**fit, "band": band}
+            entry[key] = {**fit_line(x[mask], y[mask]), "ci": ci, "models": rows["model"][mask].tolist(),
+                          "band": band}
         grid = np.linspace(top1.min(), top1.max(), GRID_POINTS)
         spline = smoothing_spline(x, y, transform(grid, scale))
         if spline["values"] is not None:
