@@ -10,7 +10,7 @@ from conftest import BIN, ROOT, run
 REPRO = str(BIN / "repro")
 VERBS = [[], ["check"], ["data"], ["data", "prepare"], ["data", "verify"], ["models"], ["models", "list"],
          ["models", "fetch"], ["models", "verify"], ["finetune"], ["collect"],
-         ["analyze"], ["figures"], ["verify"], ["profile"], ["profile", "use"]]
+         ["analyze"], ["figures"], ["verify"], ["report"], ["profile"], ["profile", "use"]]
 
 
 def test_help_never_imports_torch():

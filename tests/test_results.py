@@ -64,3 +64,18 @@ def test_figure1_draws_every_dataset_with_both_fits(tmp_path):
     out = figure1(table, slopes, tmp_path / "fig/figure1.png", title_note="check")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in out.parent.iterdir()] == ["figure1.png"]  # no temp file left
+
+
+def test_summary_rows_carry_each_models_interval_and_predictions_read_back(tmp_path):
+    rows = summary_rows([record(), record("timm/b.y", 75, 0.6)],
+                        [{"low": 0.4, "high": 0.6, "method": "m"}, None])
+    assert (rows[0]["value_low"], rows[0]["value_high"], rows[0]["value_ci"]) == (0.4, 0.6, "m")
+    assert rows[1]["value_low"] is None
+    from repro.results import read_predictions
+
+    (tmp_path / "p.csv").write_text("id,target_0,target_1,score_0,score_1\na,1,0,0.9,0.2\n")
+    targets, scores = read_predictions(tmp_path / "p.csv")
+    assert targets.tolist() == [[1, 0]] and scores.tolist() == [[0.9, 0.2]]
+    (tmp_path / "bad.csv").write_text("id,score_0\na,0.1\n")
+    with pytest.raises(ReproError, match="bad.csv: expected columns target"):
+        read_predictions(tmp_path / "bad.csv")

@@ -265,14 +265,34 @@ def collect(
     summary: Annotated[Path, typer.Option(help="Long table to write.")] = layout.SUMMARY,
     metrics: Annotated[Path, typer.Option(help="Per-run metrics for `dvc metrics show`.")] = layout.METRICS,
 ) -> None:
-    """Gather the study's run.json files into one long table (results/summary.csv)."""
+    """Gather the study's run.json files into one long table (results/summary.csv), with each model's interval
+    recomputed from its predictions.csv (exact binomial for accuracy, bootstrap over test examples otherwise)."""
+    from repro.analysis import metric_interval
     from repro.models import MODELS
-    from repro.results import RUN_FILE, read_run, summary_rows, write_summary
+    from repro.results import PREDICTIONS_FILE, RUN_FILE, read_predictions, read_run, summary_rows, write_summary
 
     p = _params(params)
-    records = [read_run(layout.run_dir(MODELS[m].path, d) / RUN_FILE)
-               for d in p.finetune.datasets for m in p.finetune.models]
-    write_summary(summary_rows(records), summary, metrics)
+    a = p.analyze
+    folders = [layout.run_dir(MODELS[m].path, d) for d in p.finetune.datasets for m in p.finetune.models]
+    records = [read_run(folder / RUN_FILE) for folder in folders]
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    intervals = []
+    # Kappa, AUC and F1 intervals resample test examples (example_resamples metric calls per run): minutes for
+    # the paper's study, so show where it is.
+    with Progress(TextColumn("intervals"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[run]}"), console=err, transient=True) as progress:
+        task = progress.add_task("intervals", total=len(records), run="")
+        for folder, record in zip(folders, records):
+            progress.update(task, run=f"{record['model']} on {record['dataset']}")
+            if record["status"] != "ok":
+                intervals.append(None)
+            else:
+                targets, scores = read_predictions(folder / PREDICTIONS_FILE)
+                intervals.append(metric_interval(record["metric"], targets, scores, resamples=a.example_resamples,
+                                                 seed=a.bootstrap_seed, level=a.ci_level))
+            progress.advance(task)
+    write_summary(summary_rows(records, intervals), summary, metrics)
     out.print(f"[green]collected[/] {len(records)} runs -> {summary}")
 
 
@@ -294,7 +314,8 @@ def analyze(
     _write_json(slopes, doc)
     from rich.table import Table
 
-    table = Table(title=f"slopes ({p.profile} profile, {a.transform} axes)")
+    table = Table(title=f"slopes ({p.profile} profile, {a.transform} axes)",
+                  caption=f"{doc['bootstrap']['method']}, {a.bootstrap_resamples} resamples, seed {a.bootstrap_seed}")
     for column in ("dataset", "metric", "fit", "models", "slope", f"{a.ci_level:.0%} CI"):
         table.add_column(column)
     for name, entry in doc["datasets"].items():
@@ -312,17 +333,37 @@ def figures(
     params: ParamsOpt = layout.PARAMS,
     summary: Annotated[Path, typer.Option(help="Long table from `repro collect`.")] = layout.SUMMARY,
     slopes: Annotated[Path, typer.Option(help="Fits from `repro analyze`.")] = layout.SLOPES,
-    figure: Annotated[Path, typer.Option("--out", help="Figure 1 replica to write.")] = layout.FIGURE1,
+    figure: Annotated[Path, typer.Option("--out", help="Figure 1 replica (PNG; a PDF is written beside it).")]
+    = layout.FIGURE1,
+    appendix: Annotated[Path, typer.Option(help="Appendix-B variant (PNG; a PDF beside it).")] = layout.FIGURE_B,
+    tables: Annotated[Path, typer.Option(help="Folder for slopes.md and slopes.tex.")] = layout.TABLES,
+    plot_data: Annotated[Path, typer.Option(help="Folder for the per-dataset CSVs of `dvc plots show`.")]
+    = layout.PLOT_DATA,
 ) -> None:
-    """Draw the Figure 1 replica: metric vs ImageNet top-1 per dataset with both fitted lines."""
-    from repro.plots import figure1
+    """Draw Figure 1 and its Appendix-B variant (PNG and PDF), and write the slope table (Markdown, LaTeX)."""
+    import pandas as pd
+
+    from repro.plots import figure1, figure_appendix_b
+    from repro.report import latex_table, markdown_table, plot_rows, slope_caption, slope_rows
     from repro.results import read_json, read_summary
+    from repro.splits import atomic_write
 
     p = _params(params)
     note = "" if p.profile == "paper" else f"{p.profile} profile: a pipeline check, not the paper's result"
-    figure1(read_summary(summary), read_json(slopes, "repro analyze"), figure, title_note=note,
-            label_points=p.figures.label_points)
-    out.print(f"[green]wrote[/] {figure}")
+    table, fits = read_summary(summary), read_json(slopes, "repro analyze")
+    written = [figure1(table, fits, [figure, figure.with_suffix(".pdf")], title_note=note,
+                       label_points=p.figures.label_points),
+               figure_appendix_b(table, fits, [appendix, appendix.with_suffix(".pdf")], title_note=note)]
+    rows, caption = slope_rows(fits), slope_caption(fits)
+    if note:
+        caption = f"{caption} {note[0].upper()}{note[1:]}."
+    atomic_write(tables / "slopes.md", markdown_table(rows, caption=caption).encode())
+    atomic_write(tables / "slopes.tex", latex_table(rows, caption=caption).encode())
+    for name, records in plot_rows(table, fits).items():
+        atomic_write(plot_data / f"{name}.csv", pd.DataFrame(records).to_csv(index=False, lineterminator="\n")
+                     .encode())
+    out.print(f"[green]wrote[/] {', '.join(str(w) for w in written)} (+ PDF), {tables}/slopes.md|tex, "
+              f"{plot_data}/")
 
 
 @app.command()
@@ -339,7 +380,7 @@ def verify(
     """Check the paper's claims (paper/claims.yaml) against the current results and print a verdict table."""
     import yaml
 
-    from repro.analysis import NEEDS_PAPER, evaluate_claims
+    from repro.analysis import NEEDS, evaluate_claims
     from repro.results import read_json, read_summary
 
     p = _params(params)
@@ -372,7 +413,7 @@ def verify(
         style = {"pass": "green", "fail": "red"}
         for v in verdicts:
             # The profile note below already says why paper claims are not evaluated here.
-            shown_reason = v["reason"] and v["verdict"] != NEEDS_PAPER
+            shown_reason = v["reason"] and v["verdict"] not in NEEDS.values()
             verdict = v["verdict"] + (f": {v['reason']}" if shown_reason else "")
             table.add_row(v["id"], v["claim"], v["paper_value"], v["ours"] or "-", v["tolerance"] or "-",
                           f"[{style.get(v['verdict'], 'yellow')}]{verdict}[/]", v["command"])
@@ -383,6 +424,51 @@ def verify(
         out.print(line)
     if strict and counts["fail"]:
         raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    params: ParamsOpt = layout.PARAMS,
+    summary: Annotated[Path, typer.Option(help="Long table from `repro collect`.")] = layout.SUMMARY,
+    slopes: Annotated[Path, typer.Option(help="Fits from `repro analyze`.")] = layout.SLOPES,
+    claims: Annotated[Path, typer.Option(help="Verdicts from `repro verify --json`.")] = layout.CLAIMS_OUT,
+    figure: Annotated[Path, typer.Option(help="Figure 1 replica (PNG).")] = layout.FIGURE1,
+    appendix: Annotated[Path, typer.Option(help="Appendix-B variant (PNG).")] = layout.FIGURE_B,
+    report_file: Annotated[Path, typer.Option("--out", help="HTML file to write.")] = layout.REPORT,
+) -> None:
+    """Write one self-contained HTML report (figures embedded, slope and claims tables, provenance) that opens
+    offline."""
+    import yaml
+
+    from repro.models import MODELS
+    from repro.report import compute_used, model_rows, render_report, split_hashes
+    from repro.results import RUN_FILE, provenance, read_json, read_run, read_summary
+    from repro.splits import atomic_write
+
+    p = _params(params)
+    verdicts = read_json(claims, "repro verify --json results/claims.json")
+    if verdicts.get("profile") != p.profile:
+        raise ReproError(f"{claims}: made under the {verdicts.get('profile')!r} profile, params say {p.profile!r}; "
+                         "run `dvc repro` first")
+    images = []
+    for path, caption in ((figure, "Figure 1 replica: metric vs ImageNet top-1, all-model fit (grey) and the fit "
+                                   f"over models at or above {p.analyze.threshold:g}% top-1 (red)"),
+                          (appendix, "Appendix-B variant: per-model intervals, bootstrap bands of both fits, "
+                                     "smoothing spline")):
+        if not path.is_file():
+            raise ReproError(f"{path}: missing; run `repro figures` first")
+        images.append((f"{caption} ({path})", path.read_bytes()))
+    records = [read_run(layout.run_dir(MODELS[m].path, d) / RUN_FILE)
+               for d in p.finetune.datasets for m in p.finetune.models]
+    info = provenance()
+    info["splits"] = split_hashes(layout.PINS.read_text()) if layout.PINS.is_file() else {}
+    raw = yaml.safe_load(layout.DATA_DVC.read_text()) if layout.DATA_DVC.is_file() else None
+    info["raw_data"] = (raw or {}).get("outs") or []
+    html = render_report(profile=p.profile, figures=images, slopes=read_json(slopes, "repro analyze"),
+                         claims=verdicts["claims"], provenance=info, summary_rows=model_rows(read_summary(summary)),
+                         compute=compute_used(records))
+    atomic_write(report_file, html.encode())
+    out.print(f"[green]wrote[/] {report_file} ({len(html) / 1e6:.1f} MB, self-contained)")
 
 
 @profile_app.command("use")

@@ -52,6 +52,8 @@ class AnalyzeParams:
     transform: Literal["linear", "logit", "probit"]  # axis scale of the fits; linear is the paper's reading
     bootstrap_resamples: Annotated[StrictInt, Field(gt=0)]
     bootstrap_seed: StrictInt
+    # Resamples of test examples for each model's kappa / AUC / F1 interval (accuracy uses the exact binomial).
+    example_resamples: Annotated[StrictInt, Field(gt=0)]
     ci_level: Annotated[float, Field(gt=0, lt=1)]
 
 

@@ -9,6 +9,7 @@ RAW = Path("data/raw")
 PREPARED = Path("data/prepared")
 SPLITS = Path("data/splits")
 PINS = SPLITS / "SHA256SUMS"
+DATA_DVC = Path("data.dvc")  # md5 pins of the raw datasets (dvc add)
 RESULTS = Path("results")
 CHECK = RESULTS / "check.json"
 RUNS = RESULTS / "runs"
@@ -16,7 +17,12 @@ SUMMARY = RESULTS / "summary.csv"
 METRICS = RESULTS / "metrics.json"
 SLOPES = RESULTS / "slopes.json"
 CLAIMS_OUT = RESULTS / "claims.json"
-FIGURE1 = Path("paper/figures/figure1.png")
+FIGURES = Path("paper/figures")
+FIGURE1 = FIGURES / "figure1.png"
+FIGURE_B = FIGURES / "figure1_appendix_b.png"  # the Appendix-B variant: error bars, bands, spline
+TABLES = Path("paper/tables")
+PLOT_DATA = RESULTS / "plots"  # per-dataset CSVs for `dvc plots show`
+REPORT = RESULTS / "report.html"
 
 
 def split_file(dataset: str) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import os
 import platform
@@ -26,7 +27,7 @@ RUN_FILE = "run.json"
 PREDICTIONS_FILE = "predictions.csv"
 WEIGHTS_FILE = "model.safetensors"
 SUMMARY_COLUMNS = ["model", "model_display", "imagenet_top1", "dataset", "metric", "value", "select_value",
-                   "lr", "wd", "epoch", "status"]
+                   "lr", "wd", "epoch", "status", "value_low", "value_high", "value_ci"]
 _LIBRARIES = ("torch", "torchvision", "timm", "numpy", "scikit-learn", "scipy", "pandas", "repro")
 
 
@@ -92,16 +93,36 @@ def read_run(path: Path) -> dict:
     return read_json(path, "repro finetune")
 
 
-def summary_rows(records: Iterable[dict]) -> list[dict]:
-    """The long table: one row per (model, dataset), metric values as fractions."""
+def read_predictions(path: Path):
+    """(targets, scores) of a run's predictions.csv: targets from `target` (class ids) or `target_0..` (multi-hot),
+    scores from `score_0..score_{C-1}`."""
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(path)
+    except FileNotFoundError:
+        raise ReproError(f"{path}: missing; re-run `repro finetune` for this run") from None
+    scores = [c for c in table.columns if c.startswith("score_")]
+    multi = [c for c in table.columns if c.startswith("target_")]
+    if not scores or not (multi or "target" in table.columns):
+        raise ReproError(f"{path}: expected columns target (or target_0..) and score_0..; re-run `repro finetune`")
+    targets = table[multi].to_numpy(int) if multi else table["target"].to_numpy(int)
+    return targets, table[scores].to_numpy(float)
+
+
+def summary_rows(records: Iterable[dict], intervals: Sequence[dict | None] | None = None) -> list[dict]:
+    """The long table: one row per (model, dataset), metric values as fractions, with each model's interval
+    (analysis.metric_interval) when `intervals` gives one per record."""
     rows = []
-    for r in records:
+    for r, ci in zip(records, intervals if intervals is not None else itertools.repeat(None)):
         chosen = r.get("chosen") or {}
+        ci = ci or {}
         rows.append({
             "model": r["model"], "model_display": r["model_display"], "imagenet_top1": r["imagenet_top1"],
             "dataset": r["dataset"], "metric": r["metric"], "value": r["value"],
             "select_value": r["select_value"], "lr": chosen.get("lr"), "wd": chosen.get("wd"),
             "epoch": chosen.get("epoch"), "status": r["status"],
+            "value_low": ci.get("low"), "value_high": ci.get("high"), "value_ci": ci.get("method"),
         })
     return rows
 
