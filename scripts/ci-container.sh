@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # CI's container check (called by .ci/run): lint the Dockerfile with hadolint, build the image with podman on a
 # Debian bookworm base made locally with debootstrap (no image registry is reachable on this project's machines),
-# run its default command (the embedded study) and check that it succeeds and prints the claims table, then run it
-# again with the first run's results mounted at /results and check that it verifies them without training and
-# reaches the same verdicts.
+# run its default command (the embedded study) offline (--network none) and check that it succeeds and prints the
+# claims table, then run it again with the first run's results mounted at /results and check that it verifies them
+# without training and reaches the same verdicts.
 #
 #   bash scripts/ci-container.sh          (as root; installs podman, runc and debootstrap with apt if missing)
 #
@@ -109,14 +109,14 @@ check_table() {  # $1: log; the claims table's title and its summary line must b
 mkdir -p "$work/out1" "$work/out2"
 chown 1000:1000 "$work/out1" "$work/out2"  # the image runs as uid 1000
 step "podman run $image (default command: the embedded study)"
-timeout 2400 podman run --rm -v "$work/out1:/out" "$image" 2>&1 | tee "$work/run1.log" \
+timeout 2400 podman run --rm --network none -v "$work/out1:/out" "$image" 2>&1 | tee "$work/run1.log" \
   || fail "the default command failed (output above)"
 check_table "$work/run1.log" "default command"
 [ -s "$work/out1/claims.json" ] && [ -s "$work/out1/summary.csv" ] || fail "default command: no claims.json/summary.csv in /out"
 
 # --- run: verify an existing study (the first run's results, mounted read-only) ----------------------------------
 step "podman run with those results mounted at /results:ro (verify only)"
-timeout 600 podman run --rm -v "$work/out1:/results:ro" -v "$work/out2:/out" "$image" 2>&1 \
+timeout 600 podman run --rm --network none -v "$work/out1:/results:ro" -v "$work/out2:/out" "$image" 2>&1 \
   | tee "$work/run2.log" || fail "verifying a mounted study failed (output above)"
 check_table "$work/run2.log" "mounted study"
 grep -q "verifying the study mounted at /results" "$work/run2.log" || fail "mounted study: not run in verify mode"

@@ -16,6 +16,11 @@ export DVC_NO_ANALYTICS=1
 
 study=/results
 out=/out
+# This script is PID 1 in the container, and PID 1 ignores the signals it has no handler for: without this trap
+# Ctrl-C on `podman run` or `podman stop` would not end a running study. Long steps run in the background so that
+# `wait` returns at once when a signal comes, and the handler ends the whole process group.
+trap 'trap - INT TERM; kill -TERM 0 2>/dev/null; echo "interrupted" >&2; exit 130' INT TERM
+run() { "$@" & wait $!; }
 
 if [ -f "$study/summary.csv" ]; then
   profile="${REPRO_PROFILE:-}"
@@ -25,14 +30,14 @@ if [ -f "$study/summary.csv" ]; then
   fi
   profile="${profile:-paper}"
   echo "== verifying the study mounted at $study ($profile profile); nothing is trained"
-  repro profile use "$profile"
+  run repro profile use "$profile"
   # Bring the study's tables in (small files); link its run folders rather than copy checkpoints.
   find "$study" -maxdepth 1 -type f -exec cp -t results/ {} +
   if [ -d "$study/runs" ]; then
     rm -rf results/runs
     ln -s "$study/runs" results/runs
   fi
-  dvc repro --force --downstream analyze
+  run dvc repro --force --downstream analyze
 else
   if [ -e "$study" ]; then
     echo "error: $study is mounted but holds no summary.csv; mount a finished study's results folder" \
@@ -40,9 +45,9 @@ else
     exit 2
   fi
   echo "== the embedded study: dvc repro, then repro verify (README, 'The two profiles')"
-  dvc repro
+  run dvc repro
 fi
-repro verify
+run repro verify
 
 if [ -d "$out" ]; then
   if [ ! -w "$out" ]; then
