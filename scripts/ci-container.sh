@@ -18,7 +18,11 @@ step() { printf '== ci-container [%4ds] %s\n' $((SECONDS - start)) "$*"; }
 fail() { echo "ci-container: FAILED: $*" >&2; exit 1; }
 
 work=$(mktemp -d /tmp/repro-ci-container.XXXXXX)
-cleanup() { if [ "${KEEP_WORK:-0}" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi; }
+names=("repro-ci-$$-1" "repro-ci-$$-2")  # the two runs' containers, removed on exit even if a run was cut short
+cleanup() {
+  { command -v podman >/dev/null && podman rm -f "${names[@]}"; } >/dev/null 2>&1 || true
+  if [ "${KEEP_WORK:-0}" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi
+}
 trap cleanup EXIT
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 image="${REPRO_IMAGE:-localhost/repro:ci}"
@@ -29,11 +33,13 @@ missing=()
 for tool in podman runc debootstrap; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 if [ ${#missing[@]} -gt 0 ]; then
   step "installing ${missing[*]} with apt"
-  [ "$(id -u)" = 0 ] || fail "${missing[*]} missing and not root: install them (apt-get install ${missing[*]}) or run as root"
+  [ "$(id -u)" = 0 ] \
+    || fail "${missing[*]} missing and not root: install them (apt-get install ${missing[*]}) or run as root"
   if ! { apt-get update -q >"$work/apt.log" 2>&1 \
          && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >>"$work/apt.log" 2>&1; }; then
     tail -n 20 "$work/apt.log" >&2
-    fail "could not install ${missing[*]} with apt-get (log above); the container check needs Debian's podman, runc and debootstrap"
+    fail "could not install ${missing[*]} with apt-get (log above); the container check needs Debian's" \
+         "podman, runc and debootstrap"
   fi
 fi
 # Debian's podman works here only with runc (the default crun fails) and explicit ulimits (shared/ENV.md).
@@ -44,7 +50,8 @@ default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
 runtime = "runc"
 EOF
 export CONTAINERS_CONF="$work/containers.conf"
-podman info >"$work/podman-info.log" 2>&1 || { tail -n 20 "$work/podman-info.log" >&2; fail "podman does not start (log above)"; }
+podman info >"$work/podman-info.log" 2>&1 \
+  || { tail -n 20 "$work/podman-info.log" >&2; fail "podman does not start (log above)"; }
 
 # --- lint --------------------------------------------------------------------------------------------------------
 step "hadolint Dockerfile"
@@ -109,14 +116,16 @@ check_table() {  # $1: log; the claims table's title and its summary line must b
 mkdir -p "$work/out1" "$work/out2"
 chown 1000:1000 "$work/out1" "$work/out2"  # the image runs as uid 1000
 step "podman run $image (default command: the embedded study)"
-timeout 2400 podman run --rm --network none -v "$work/out1:/out" "$image" 2>&1 | tee "$work/run1.log" \
-  || fail "the default command failed (output above)"
+timeout -k 60 2400 podman run --rm --name "${names[0]}" --network none -v "$work/out1:/out" "$image" 2>&1 \
+  | tee "$work/run1.log" || fail "the default command failed (output above)"
 check_table "$work/run1.log" "default command"
-[ -s "$work/out1/claims.json" ] && [ -s "$work/out1/summary.csv" ] || fail "default command: no claims.json/summary.csv in /out"
+{ [ -s "$work/out1/claims.json" ] && [ -s "$work/out1/summary.csv" ]; } \
+  || fail "default command: no claims.json or summary.csv in /out"
 
 # --- run: verify an existing study (the first run's results, mounted read-only) ----------------------------------
 step "podman run with those results mounted at /results:ro (verify only)"
-timeout 600 podman run --rm --network none -v "$work/out1:/results:ro" -v "$work/out2:/out" "$image" 2>&1 \
+timeout -k 60 600 podman run --rm --name "${names[1]}" --network none \
+  -v "$work/out1:/results:ro" -v "$work/out2:/out" "$image" 2>&1 \
   | tee "$work/run2.log" || fail "verifying a mounted study failed (output above)"
 check_table "$work/run2.log" "mounted study"
 grep -q "verifying the study mounted at /results" "$work/run2.log" || fail "mounted study: not run in verify mode"
