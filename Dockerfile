@@ -9,12 +9,6 @@
 ARG BASE_IMAGE=docker.io/library/debian:bookworm-slim@sha256:abd67ffcfa541b485a3dff59865ab629aa048a6c613e639d36e7456b0b229241
 FROM ${BASE_IMAGE}
 
-ARG REVISION=unknown
-LABEL org.opencontainers.image.title="repro" \
-      org.opencontainers.image.description="Reproduction artifact for Fang, Kornblith and Schmidt, arXiv 2301.04644" \
-      org.opencontainers.image.licenses="MIT" \
-      org.opencontainers.image.revision="${REVISION}"
-
 # bookworm's python3 is 3.11, the version the lock file is made for; the metapackages keep one version for all of
 # bookworm while python3.11 itself moves with security updates. No pip cache: it would only grow the image.
 RUN apt-get update \
@@ -42,4 +36,10 @@ COPY --chown=1000:1000 . .
 RUN PYTHON=python3 scripts/install-deps.sh --package-only .venv \
     && dvc config --local core.no_scm true
 
+# Last, because a build argument that changes (the commit, every build) invalidates the cache of every RUN after it.
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="repro" \
+      org.opencontainers.image.description="Reproduction artifact for Fang, Kornblith and Schmidt, arXiv 2301.04644" \
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.revision="${REVISION}"
 CMD ["scripts/container-entry.sh"]
