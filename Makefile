@@ -11,15 +11,10 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 setup: $(STAMP)
 
-# The stamp makes a second `make setup` a no-op until the lock file or pyproject.toml changes.
-# The lock file is a complete `pip freeze`, so pip need not resolve (--no-deps) and `pip check` proves it is
-# complete; --no-compile leaves bytecode to first import, which halves the install time.
-PIP := $(BIN)/python -m pip --disable-pip-version-check
-$(STAMP): requirements/lock.txt pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --no-deps --no-compile -r requirements/lock.txt
-	$(PIP) install --quiet --no-deps --no-compile -e .
-	$(PIP) check
+# The stamp makes a second `make setup` a no-op until the lock file, pyproject.toml or the recipe changes.
+# scripts/install-deps.sh is the one install recipe, shared with the Dockerfile (it says why --no-deps, --no-compile).
+$(STAMP): requirements/lock.txt pyproject.toml scripts/install-deps.sh
+	PYTHON=$(PYTHON) scripts/install-deps.sh $(VENV)
 	@touch $@
 
 reproduce: setup

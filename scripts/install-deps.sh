@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Install the locked dependencies and the package into a virtualenv: the one recipe shared by `make setup` and the
+# Dockerfile, so the image and a checkout run the same versions installed the same way.
+#
+#   scripts/install-deps.sh [--deps-only | --package-only] [VENV]     (VENV defaults to .venv; PYTHON to python3.11)
+#
+# `make setup` runs both parts; the Dockerfile runs --deps-only before copying the source (so editing the code does
+# not reinstall torch) and --package-only after it. requirements/lock.txt is a complete `pip freeze`, so pip need not
+# resolve (--no-deps) and `pip check` proves the lock complete; --no-compile leaves bytecode to the first import,
+# which halves the install time.
+set -euo pipefail
+
+part=all
+case "${1:-}" in
+  --deps-only) part=deps; shift ;;
+  --package-only) part=package; shift ;;
+  -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+  -*) echo "error: unknown option $1 (expected --deps-only or --package-only)" >&2; exit 2 ;;
+esac
+venv="${1:-.venv}"
+python="${PYTHON:-python3.11}"
+cd "$(dirname "$0")/.."
+
+if [ ! -x "$venv/bin/python" ]; then
+  if ! command -v "$python" >/dev/null; then
+    echo "error: $python not found; install Python 3.11 or set PYTHON=/path/to/python3.11" >&2
+    exit 1
+  fi
+  "$python" -m venv "$venv"
+fi
+pip=("$venv/bin/python" -m pip --disable-pip-version-check)
+if [ "$part" != package ]; then
+  "${pip[@]}" install --quiet --no-deps --no-compile -r requirements/lock.txt
+fi
+if [ "$part" != deps ]; then
+  "${pip[@]}" install --quiet --no-deps --no-compile -e .
+fi
+"${pip[@]}" check
