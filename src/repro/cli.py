@@ -214,49 +214,87 @@ def models_verify(name: Annotated[str, typer.Argument(help="Model name or 'all'.
 
 @app.command()
 def finetune(
-    model: Annotated[str, typer.Option(help="Model name, see `repro models list`.")],
-    dataset: Annotated[str, typer.Option(help="Dataset name.")],
+    model: Annotated[str | None, typer.Option(help="Model name, see `repro models list`.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset name.")] = None,
     params: ParamsOpt = layout.PARAMS,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder [default: results/runs/MODEL/DATASET].")]
     = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the fully resolved plan (every protocol element, "
+                                          "per model and dataset) and train nothing.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Retrain even if a finished run with the same config "
+                                        "exists.")] = False,
 ) -> None:
-    """Fine-tune one model on one dataset over the lr x wd grid; write run.json, predictions and weights."""
-    import time
+    """Fine-tune one model on one dataset over the lr x wd grid; write run.json, predictions and weights.
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    State is saved after every epoch beside the run folder (MODEL/DATASET.state/): after a kill, the same command
+    continues where it stopped. A finished run with the same resolved config is skipped.
+    """
     from repro.datasets import DATASETS
+    from repro.errors import UsageError
     from repro.models import MODELS
 
-    spec = MODELS[model]
-    DATASETS[dataset]
+    for name, registry in ((model, MODELS), (dataset, DATASETS)):
+        if name is not None:
+            registry[name]  # unknown names fail here with the list of valid ones
     p = _params(params)
+    if dry_run:
+        from repro.plan import resolve_plan
+
+        _print_plan(resolve_plan(p, [model] if model else None, [dataset] if dataset else None))
+        return
+    if model is None or dataset is None:
+        raise UsageError("finetune needs --model and --dataset (or --dry-run to see the plan of the whole study)")
+    spec = MODELS[model]
     fp = p.finetune
     grid = len(fp.lrs) * len(fp.wds)
     run_dir = out_dir or layout.run_dir(spec.path, dataset)
-    from repro.results import provenance, write_run
-    from repro.study import finetune as run_finetune
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    started = time.perf_counter()
+    from repro.study import finetune_to_dir
+
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[last]}"), console=err) as progress:
         task = progress.add_task(f"{spec.name} on {dataset}", total=grid * fp.epochs, last="")
 
         def on_epoch(config: int, epoch: int, record: dict) -> None:
-            progress.update(task, advance=1, last=f"config {config + 1}/{grid} epoch {epoch}: "
-                                                  f"select {record['select']:.3f}")
+            progress.update(task, completed=config * fp.epochs + epoch,
+                            last=f"config {config + 1}/{grid} epoch {epoch}: select {record['select']:.3f}")
 
-        output = run_finetune(model, dataset, fp, layout.PREPARED / dataset, layout.split_file(dataset),
-                              layout.WEIGHTS_LOCK, on_epoch)
+        status, record = finetune_to_dir(model, dataset, fp, layout.PREPARED / dataset, layout.split_file(dataset),
+                                         layout.WEIGHTS_LOCK, run_dir, on_epoch, force=force)
         progress.update(task, completed=grid * fp.epochs)
-    record = {**output.record, "wall_seconds": round(time.perf_counter() - started, 3), "provenance": provenance()}
-    write_run(run_dir, record, output.predictions, output.state_dict)
-    if record["status"] == "ok":
+    if status == "skipped":
+        out.print(f"[green]skipped[/] {spec.name} on {dataset}: finished with the same config in {run_dir} "
+                  "(--force to retrain)")
+    elif record["status"] == "ok":
         c = record["chosen"]
+        resumed = record.get("resumed_from")
+        note = f" (resumed at config {resumed['config'] + 1}, epoch {resumed['epoch']})" if resumed else ""
         out.print(f"[green]done[/] {spec.name} on {dataset}: {record['metric']} {record['value']:.4f} "
-                  f"(lr {c['lr']:g}, wd {c['wd']:g}, epoch {c['epoch']}) -> {run_dir}")
+                  f"(lr {c['lr']:g}, wd {c['wd']:g}, epoch {c['epoch']}){note} -> {run_dir}")
     else:
         out.print(f"[yellow]diverged[/] {spec.name} on {dataset}: every config had a non-finite loss -> {run_dir}")
+
+
+def _print_plan(plan: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"fine-tuning protocol ({plan['profile']} profile)", show_header=False)
+    table.add_column("element")
+    table.add_column("value", overflow="fold")
+    for key, value in plan["protocol"].items():
+        table.add_row(key, value if isinstance(value, str) else json.dumps(value))
+    out.print(table)
+    for title, rows, columns in (("datasets", plan["datasets"], None), ("models", plan["models"], None)):
+        table = Table(title=title)
+        columns = list(rows[0])
+        for column in columns:
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*(v if isinstance(v, str) else json.dumps(v) for v in row.values()))
+        out.print(table)
+    out.print(f"{plan['runs']} runs x {plan['grid']} configs x {plan['protocol']['epochs']} epochs = "
+              f"{plan['fine_tunes']} fine-tunes")
 
 
 @app.command()

@@ -6,9 +6,10 @@ cli.py maps the project layout onto these arguments; tests call them directly. E
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from repro.config import FinetuneParams
@@ -44,19 +45,73 @@ def prepare(name: str, raw_dir: Path, out_dir: Path, split_path: Path, pins_path
     return {"dataset": name, "images": len(rows), "splits": dict(Counter(r[2] for r in rows)), "sha256": sha256}
 
 
+STRICT_SPLIT = "train_holdout"  # the selection split `protocol: strict` carves out of train
+
+
+def carve_selection(rows: list[tuple[str, str, str]], fraction: float, seed: int
+                    ) -> tuple[list[tuple[str, str, str]], dict]:
+    """Move a stratified, seeded `fraction` of the train rows into STRICT_SPLIT (protocol: strict).
+
+    Stratified by the label string; multi-label rows (HPA: space-separated ids) fall back to their first label,
+    and any label with fewer than two train rows to a plain seeded shuffle. Returns the new rows and a record of
+    what was done (fraction, seed, stratification, count and the sha256 of the carved ids).
+    """
+    import hashlib
+
+    from sklearn.model_selection import train_test_split
+
+    train = [i for i, row in enumerate(rows) if row[2] == "train"]
+    if len(train) < 4:
+        raise ReproError(f"protocol strict: only {len(train)} train rows, too few to carve a selection split")
+    labels = [rows[i][1] for i in train]
+    by = "label"
+    if min(Counter(labels).values()) < 2:
+        labels, by = [label.split()[0] if label.split() else label for label in labels], "first label"
+    if min(Counter(labels).values()) < 2:
+        labels, by = None, "none (a class has fewer than 2 train rows)"
+    _, held = train_test_split(train, test_size=fraction, random_state=seed, stratify=labels)
+    held_set = set(held)
+    out = [(r[0], r[1], STRICT_SPLIT if i in held_set else r[2]) for i, r in enumerate(rows)]
+    ids = sorted(rows[i][0] for i in held_set)
+    info = {"split": STRICT_SPLIT, "fraction": fraction, "seed": seed, "stratified_by": by, "images": len(ids),
+            "ids_sha256": hashlib.sha256("\n".join(ids).encode()).hexdigest()}
+    return out, info
+
+
 @dataclass
 class RunOutput:
     record: dict  # the run JSON, without provenance
     predictions: list[dict]  # one row per report-split image: id, target, score_0..score_{C-1}
     state_dict: dict | None
+    extra_files: dict[str, bytes] = field(default_factory=dict)  # e.g. the strict selection split's ids
+
+
+def resolved_config(model: str, dataset: str, fp: FinetuneParams) -> dict:
+    """The run's resolved config as run.json records it; a saved state or a finished run under another one is
+    not reused."""
+    from repro import models
+
+    spec = DATASETS[dataset]
+    mean, std = models.normalization(model)
+    keys = ("epochs", "batch_size", "optimizer", "adamw_wd_over_lr", "schedule", "seed", "lrs", "wds", "protocol",
+            "selection", "amp", "channels_last", "compile", "deterministic", "pretrained")
+    config = {"image_size": fp.image_size or spec.image_size, "mean": list(mean), "std": list(std),
+              "grid": len(fp.lrs) * len(fp.wds), **{k: getattr(fp, k) for k in keys}}
+    if fp.protocol == "strict":
+        config["strict_val_fraction"] = fp.strict_val_fraction
+    return config
 
 
 def finetune(model: str, dataset: str, fp: FinetuneParams, prepared_dir: Path, split_path: Path,
-             weights_lock: Path, on_epoch: Callable[[int, int, dict], None] | None = None) -> RunOutput:
+             weights_lock: Path, on_epoch: Callable[[int, int, dict], None] | None = None, *,
+             state_dir: Path | None = None) -> RunOutput:
     """Run the lr x wd grid for one (model, dataset) and select by the selection split, as the paper does.
 
     Pretrained weights (fp.pretrained) are checked against their sha256 pin in `weights_lock` before loading.
+    With `state_dir` the grid saves its state there after every epoch and resumes from it (repro.train.run_grid).
     """
+    import tempfile
+
     import numpy as np
     import torch
     from torch.utils.data import TensorDataset
@@ -65,12 +120,25 @@ def finetune(model: str, dataset: str, fp: FinetuneParams, prepared_dir: Path, s
     from repro.datasets.generic import DecodedImageDataset, decode_images, read_labels
     from repro.datasets.transforms import eval_transform, train_transform
     from repro.metrics import METRICS
-    from repro.train import Protocol, best_config, resolve_device, train_config
+    from repro.splits import render
+    from repro.train import Protocol, StateStore, fingerprint, resolve_device, run_grid
 
     spec = DATASETS[dataset]
     model_spec = models.get_spec(model)
-    size = fp.image_size or spec.image_size
-    mean, std = models.normalization(model)
+    config = resolved_config(model, dataset, fp)
+    size = config["image_size"]
+    mean, std = tuple(config["mean"]), tuple(config["std"])
+    extra_files: dict[str, bytes] = {}
+    selection = None
+    temp = tempfile.TemporaryDirectory(prefix="repro-split-")
+    if fp.protocol == "strict":
+        from dataclasses import replace
+
+        carved, selection = carve_selection(read_split(split_path), fp.strict_val_fraction, fp.seed)
+        split_path = Path(temp.name) / split_path.name
+        split_path.write_bytes(render(carved))
+        extra_files["selection_split.csv"] = render([r for r in carved if r[2] == STRICT_SPLIT])
+        spec = replace(spec, select_split=STRICT_SPLIT)
     rows = read_split(split_path)
     labelled = dict(read_labels(prepared_dir))
     class_index = {c: i for i, c in enumerate(spec.classes)}
@@ -95,9 +163,11 @@ def finetune(model: str, dataset: str, fp: FinetuneParams, prepared_dir: Path, s
         else:  # the eval transform is deterministic: apply it once, not once per epoch and config
             datasets[split] = TensorDataset(torch.stack([evaluate(image) for image in images]), torch.from_numpy(y))
         targets[split] = y
+    temp.cleanup()
     protocol = Protocol(epochs=fp.epochs, batch_size=fp.batch_size, optimizer=fp.optimizer,
                         adamw_wd_over_lr=fp.adamw_wd_over_lr, schedule=fp.schedule, seed=fp.seed,
-                        device=fp.device, num_workers=fp.num_workers)
+                        device=fp.device, num_workers=fp.num_workers, selection=fp.selection, amp=fp.amp,
+                        channels_last=fp.channels_last, compile=fp.compile, deterministic=fp.deterministic)
     weights_dir = Path(fp.weights_dir) if fp.weights_dir else None
 
     def build():
@@ -105,15 +175,13 @@ def finetune(model: str, dataset: str, fp: FinetuneParams, prepared_dir: Path, s
                                   weights_dir=weights_dir, lock_file=weights_lock)
 
     grid = [(lr, wd) for lr in fp.lrs for wd in fp.wds]
-    results = []
-    for index, (lr, wd) in enumerate(grid):
-        callback = None if on_epoch is None else (lambda epoch, rec, i=index: on_epoch(i, epoch, rec))
-        results.append(train_config(build, datasets, targets, protocol, lr, wd, METRICS[spec.metric],
-                                    select=spec.select_split, report=spec.report_split,
-                                    multilabel=spec.multilabel, on_epoch=callback))
-    chosen = best_config(results)
-    seconds = sum(r.train_seconds for r in results)
-    images = sum(r.train_images for r in results)
+    identity = fingerprint({"model": model, "dataset": dataset, "config": config, "selection": selection})
+    with StateStore(state_dir) if state_dir is not None else contextlib.nullcontext() as store:
+        out = run_grid(build, datasets, targets, protocol, grid, METRICS[spec.metric], select=spec.select_split,
+                       report=spec.report_split, multilabel=spec.multilabel, store=store, identity=identity,
+                       on_epoch=on_epoch)
+    results, chosen = out.configs, out.chosen
+    seconds, images = out.train_seconds, out.train_images
     record = {
         "model": model,
         "model_display": model_spec.display,
@@ -131,17 +199,80 @@ def finetune(model: str, dataset: str, fp: FinetuneParams, prepared_dir: Path, s
                                                "epoch": results[chosen].best_epoch},
         "configs": [{"lr": r.lr, "wd": r.wd, "diverged": r.diverged, "best_epoch": r.best_epoch,
                      "curve": r.curve} for r in results],
-        "config": {"image_size": size, "mean": list(mean), "std": list(std), "grid": len(grid),
-                   **{k: getattr(fp, k) for k in ("epochs", "batch_size", "optimizer", "adamw_wd_over_lr",
-                                                   "schedule", "seed", "lrs", "wds")}},
+        "config": config,
         "device": str(resolve_device(fp.device)),
         "train_seconds": round(seconds, 3),
+        "train_images": images,
         "train_images_per_second": round(images / seconds, 1) if seconds else None,
     }
+    if selection is not None:
+        record["strict_selection"] = selection
+    if out.resumed_from is not None:
+        record["resumed_from"] = out.resumed_from
     predictions = []
     if chosen is not None:
-        scores = results[chosen].report_scores
-        for (image_id, _), y, row in zip(by_split[spec.report_split], targets[spec.report_split], scores):
+        for (image_id, _), y, row in zip(by_split[spec.report_split], targets[spec.report_split], out.report_scores):
             predictions.append({"id": image_id, "target": int(y),
                                 **{f"score_{k}": float(v) for k, v in enumerate(row)}})
-    return RunOutput(record, predictions, None if chosen is None else results[chosen].state_dict)
+    return RunOutput(record, predictions, out.state_dict, extra_files)
+
+
+def state_dir_for(run_dir: Path) -> Path:
+    """Where a run keeps its resumable state: a sibling of the run folder, so that `dvc repro` (which empties a
+    stage's outs before running it) never deletes the state of an interrupted run, and the run folder holds only
+    finished results."""
+    run_dir = Path(run_dir)
+    return run_dir.with_name(run_dir.name + ".state")
+
+
+def finished_record(run_dir: Path, model: str, dataset: str, fp: FinetuneParams) -> dict | None:
+    """The run.json of a finished run made with the same resolved config, else None (absent, broken or other)."""
+    import json
+
+    from repro.results import RUN_FILE
+
+    try:
+        record = json.loads((Path(run_dir) / RUN_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    same = (record.get("model"), record.get("dataset"), record.get("config")) == (
+        model, dataset, resolved_config(model, dataset, fp))
+    return record if same else None
+
+
+def finetune_to_dir(model: str, dataset: str, fp: FinetuneParams, prepared_dir: Path, split_path: Path,
+                    weights_lock: Path, run_dir: Path, on_epoch: Callable[[int, int, dict], None] | None = None, *,
+                    force: bool = False) -> tuple[str, dict]:
+    """Fine-tune into `run_dir`, resuming from its state folder; a finished run with the same config is skipped.
+
+    Returns ("skipped" | "done", run record). The run folder's files are written atomically with run.json last,
+    then the state folder is removed; temp files a kill left behind are removed first.
+    """
+    import time
+
+    from repro.results import provenance, write_run
+    from repro.splits import atomic_write
+    from repro.train import cleanup_temp_files
+
+    run_dir = Path(run_dir)
+    state_dir = state_dir_for(run_dir)
+    cleanup_temp_files(run_dir)
+    if not force:
+        record = finished_record(run_dir, model, dataset, fp)
+        if record is not None:
+            import shutil
+
+            shutil.rmtree(state_dir, ignore_errors=True)  # a kill between run.json and this removal left it
+            return "skipped", record
+    started = time.perf_counter()
+    output = finetune(model, dataset, fp, prepared_dir, split_path, weights_lock, on_epoch, state_dir=state_dir)
+    record = {**output.record, "wall_seconds": round(time.perf_counter() - started, 3), "provenance": provenance()}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "run.json").unlink(missing_ok=True)  # extra files first, so a kill never leaves run.json beside them
+    for name, data in output.extra_files.items():
+        atomic_write(run_dir / name, data)
+    write_run(run_dir, record, output.predictions, output.state_dict)
+    import shutil
+
+    shutil.rmtree(state_dir, ignore_errors=True)
+    return "done", record
