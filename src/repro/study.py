@@ -99,7 +99,9 @@ def resolved_config(model: str, dataset: str, fp: FinetuneParams) -> dict:
               "grid": len(fp.lrs) * len(fp.wds), **{k: getattr(fp, k) for k in keys}}
     if fp.protocol == "strict":
         config["strict_val_fraction"] = fp.strict_val_fraction
-    return config
+    import json
+
+    return json.loads(json.dumps(config))  # as run.json will hold it (lists, not tuples), so the two compare
 
 
 def finetune(model: str, dataset: str, fp: FinetuneParams, prepared_dir: Path, split_path: Path,
