@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from conftest import ROOT, run, tool_env
@@ -54,10 +55,20 @@ def finetune_args(out: Path) -> list[str]:
     return [sys.executable, "-m", "repro", "finetune", "--model", MODEL, "--dataset", "digits", "--out", str(out)]
 
 
-def comparable(run_dir: Path) -> tuple[dict, bytes, bytes]:
+def comparable(run_dir: Path) -> tuple[dict, bytes, dict, dict]:
+    """run.json without timing, predictions.csv bytes, and the weights' metadata and every tensor's raw bytes.
+
+    Not the safetensors file's bytes: safetensors writes its metadata mapping in a per-process random order.
+    """
+    from safetensors import safe_open
+
     record = json.loads((run_dir / "run.json").read_text())
+    with safe_open(str(run_dir / "model.safetensors"), "pt") as handle:
+        metadata = handle.metadata()
+        tensors = {k: (str(t.dtype), tuple(t.shape), t.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+                   for k in handle.keys() for t in [handle.get_tensor(k)]}
     return ({k: v for k, v in record.items() if k not in VOLATILE}, (run_dir / "predictions.csv").read_bytes(),
-            (run_dir / "model.safetensors").read_bytes())
+            metadata, tensors)
 
 
 def leftovers(folder: Path) -> list[str]:

@@ -297,6 +297,153 @@ def _print_plan(plan: dict) -> None:
               f"{plan['fine_tunes']} fine-tunes")
 
 
+class Launcher(str, Enum):
+    local = "local"
+    slurm = "slurm"
+
+
+@app.command()
+def sweep(
+    model: Annotated[list[str] | None, typer.Option(help="Only this model (repeatable) [default: params].")] = None,
+    dataset: Annotated[list[str] | None, typer.Option(help="Only this dataset (repeatable) [default: params].")]
+    = None,
+    params: ParamsOpt = layout.PARAMS,
+    launcher: Annotated[Launcher, typer.Option(help="local: a process pool here; slurm: submitit job arrays.")]
+    = Launcher.local,
+    devices: Annotated[str, typer.Option(help="local: 'auto' (every GPU, else CPU), or e.g. 'cuda:0,cuda:1'.")]
+    = "auto",
+    workers: Annotated[int | None, typer.Option(min=1, help="local: worker count (CPU, or fewer GPUs).")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="local: torch threads per worker [default: "
+                                                "CPU cores / workers].")] = None,
+    partition: Annotated[str | None, typer.Option(help="slurm: partition [default: the cluster's].")] = None,
+    time_min: Annotated[int, typer.Option(min=1, help="slurm: time limit per task, minutes; a task that runs out "
+                                          "is requeued and resumes.")] = 24 * 60,
+    gpus_per_task: Annotated[int, typer.Option(min=0, help="slurm: GPUs per task (0: CPU).")] = 1,
+    cpus_per_task: Annotated[int, typer.Option(min=1, help="slurm: CPUs per task (torch threads).")] = 8,
+    mem_gb: Annotated[int | None, typer.Option(min=1, help="slurm: memory per task, GB.")] = None,
+    array_parallelism: Annotated[int, typer.Option(min=1, help="slurm: tasks running at once.")] = 32,
+    slurm_folder: Annotated[Path | None, typer.Option(help="slurm: submitit folder [default: "
+                                                      "results/slurm/<time>].")] = None,
+    dvc_commit: Annotated[bool | None, typer.Option("--dvc-commit/--no-dvc-commit", help="Record finished runs in "
+                          "dvc.lock so `dvc repro` treats them as done [default: when dvc.yaml is here].")] = None,
+) -> None:
+    """Run many (model, dataset) fine-tunes into results/runs/, locally or on SLURM; resumable, skips finished."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from repro import launch
+    from repro.datasets import DATASETS
+    from repro.models import MODELS
+
+    p = _params(params)
+    models = model or list(p.finetune.models)
+    datasets = dataset or list(p.finetune.datasets)
+    for name in models:
+        MODELS[name]
+    for name in datasets:
+        DATASETS[name]
+    root = Path.cwd().resolve()
+    jobs = [launch.Job(m, d, str(root / layout.run_dir(MODELS[m].path, d)), str(root / layout.PREPARED / d),
+                       str(root / layout.split_file(d)), str(root / layout.WEIGHTS_LOCK), str(root))
+            for m in models for d in datasets]
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[last]}"), console=err) as progress:
+        task = progress.add_task(f"sweep ({launcher.value})", total=len(jobs), last="")
+
+        def on_done(result: dict) -> None:
+            progress.update(task, advance=1, last=f"{result['status']}: {result['model']} on {result['dataset']}")
+
+        if launcher is Launcher.local:
+            results = launch.run_local(jobs, p.finetune, launch.local_devices(devices, workers), threads, on_done)
+        else:
+            folder = slurm_folder or layout.RESULTS / "slurm" / time.strftime("%Y%m%d-%H%M%S")
+            options = launch.SlurmOptions(folder=folder.resolve(), partition=partition, time_min=time_min,
+                                          gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, mem_gb=mem_gb,
+                                          array_parallelism=array_parallelism)
+            results = launch.run_slurm(jobs, p.finetune, options, on_done)
+    from rich.table import Table
+
+    table = Table(title=f"sweep: {len(jobs)} runs ({launcher.value})")
+    for column in ("model", "dataset", "status", "metric", "value"):
+        table.add_column(column)
+    style = {"done": "green", "skipped": "cyan", "failed": "red"}
+    for r in results:
+        value = "-" if r.get("value") is None else f"{r['value']:.4f}"
+        status = r["status"] + (f" ({r['run']})" if r.get("run") == "diverged" else "")
+        table.add_row(r["model"], r["dataset"], f"[{style.get(r['status'], 'yellow')}]{status}[/]",
+                      r.get("metric") or "-", value)
+    out.print(table)
+    finished = [job for job, r in zip(jobs, results) if r["status"] in ("done", "skipped")]
+    if dvc_commit is None:
+        dvc_commit = (root / "dvc.yaml").is_file() and params == layout.PARAMS
+    if dvc_commit and finished:
+        stages = launch.dvc_commit(root, finished)
+        out.print(f"[green]dvc commit[/]: {len(stages)} finetune stage(s) recorded in dvc.lock")
+    failed = [r for r in results if r["status"] == "failed"]
+    if failed:
+        raise ReproError(f"{len(failed)} of {len(jobs)} runs failed; rerun the same command to retry them "
+                         "(finished runs are skipped)\n  "
+                         + "\n  ".join(f"{r['model']} on {r['dataset']}: {r['error']}" for r in failed))
+
+
+@app.command()
+def plan(
+    params: ParamsOpt = layout.PARAMS,
+    device: Annotated[str, typer.Option(help="Device kind of the throughput table to estimate with "
+                                        "(e.g. cuda-h200, cpu).")] = "cuda-h200",
+    throughput: Annotated[Path, typer.Option(help="Measured images/s (benchmarks/finetune_throughput.py).")]
+    = Path("benchmarks/throughput.csv"),
+    measured: Annotated[bool, typer.Option("--measured", help="Report the compute finished runs recorded "
+                                           "(run.json) instead of the estimate.")] = False,
+) -> None:
+    """The study's size before it runs (runs, images, estimated device-hours), or its measured compute after."""
+    from rich.table import Table
+
+    from repro import plan as planning
+    from repro.models import MODELS
+
+    p = _params(params)
+    fp = p.finetune
+    if measured:
+        from repro.results import RUN_FILE
+
+        records = []
+        for m in fp.models:
+            for d in fp.datasets:
+                path = layout.run_dir(MODELS[m].path, d) / RUN_FILE
+                if path.is_file():
+                    records.append(json.loads(path.read_text()))
+        report = planning.compute_report(records)
+        for title, rows in (("per model", report["per_model"]), ("per dataset", report["per_dataset"]),
+                            ("total", {"all": report["total"]})):
+            table = Table(title=f"measured compute, {title} ({len(records)} finished runs; devices: "
+                                f"{', '.join(report['devices']) or '-'})")
+            for column in ("name", "runs", "train hours", "wall hours", "train images", "img/s"):
+                table.add_column(column, justify="left" if column == "name" else "right")
+            for name, row in rows.items():
+                rate = row["train_images"] / row["train_seconds"] if row["train_seconds"] else 0
+                table.add_row(name, str(row["runs"]), f"{row['train_seconds'] / 3600:.3f}",
+                              f"{row['wall_seconds'] / 3600:.3f}", f"{row['train_images']:,}", f"{rate:,.0f}")
+            out.print(table)
+        return
+    resolved = planning.resolve_plan(p)
+    sizes = {d: planning.split_sizes(d, layout.split_file(d)) for d in fp.datasets}
+    estimate = planning.estimate(resolved, sizes, planning.read_throughput(throughput), device)
+    table = Table(title=f"{p.profile} study on {device}: {resolved['runs']} runs x {resolved['grid']} configs x "
+                        f"{fp.epochs} epochs")
+    for column in ("model", "dataset", "images processed", "est. device-hours", "note"):
+        table.add_column(column, justify="right" if column in ("images processed", "est. device-hours") else "left")
+    for r in estimate["rows"]:
+        table.add_row(r["model"], r["dataset"], "-" if r["images"] is None else f"{r['images']:,}",
+                      "-" if r["hours"] is None else f"{r['hours']:.2f}", r["note"])
+    out.print(table)
+    unmeasured = f" ({estimate['unmeasured']} runs without a measured rate or size not counted)" \
+        if estimate["unmeasured"] else ""
+    out.print(f"total: {resolved['fine_tunes']} fine-tunes, {estimate['images']:,} images processed, "
+              f"{estimate['hours']:.1f} device-hours on {device}{unmeasured}")
+
+
 @app.command()
 def collect(
     params: ParamsOpt = layout.PARAMS,
