@@ -246,8 +246,14 @@ def finetune(
             progress.update(task, advance=1, last=f"config {config + 1}/{grid} epoch {epoch}: "
                                                   f"select {record['select']:.3f}")
 
-        output = run_finetune(model, dataset, fp, layout.PREPARED / dataset, layout.split_file(dataset),
-                              layout.WEIGHTS_LOCK, on_epoch)
+        cache_task = progress.add_task("decoding images once into the cache", total=None, last="",
+                                       visible=False)
+
+        def on_cache(done: int, total: int) -> None:
+            progress.update(cache_task, completed=done, total=total, visible=done < total)
+
+        output = run_finetune(model, dataset, fp, layout.data_dir(dataset), layout.split_file(dataset),
+                              layout.WEIGHTS_LOCK, on_epoch, cache_root=layout.CACHE, on_cache=on_cache)
         progress.update(task, completed=grid * fp.epochs)
     record = {**output.record, "wall_seconds": round(time.perf_counter() - started, 3), "provenance": provenance()}
     write_run(run_dir, record, output.predictions, output.state_dict)

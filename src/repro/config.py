@@ -44,6 +44,9 @@ class FinetuneParams:
     seed: StrictInt
     device: StrictStr  # "auto", "cpu", "cuda", "cuda:1", ...
     num_workers: Annotated[StrictInt, Field(ge=0)]
+    # "bgr" feeds CCT-20, APTOS, HPA and Melanoma with channels reversed, as the authors' cv2.imread loaders did
+    # (PAPER.md section 4); the other datasets are RGB either way (repro.datasets.loaders).
+    channel_order: Literal["rgb", "bgr"] = "rgb"
 
 
 @dataclass(frozen=True, config=_STRICT)

@@ -13,8 +13,7 @@ from pathlib import Path
 
 from repro.config import FinetuneParams
 from repro.datasets import DATASETS
-from repro.errors import ReproError
-from repro.splits import read_split, stratified_three_way, write_split
+from repro.splits import stratified_three_way, write_split
 
 
 def prepare(name: str, raw_dir: Path, out_dir: Path, split_path: Path, pins_path: Path, seed: int, *,
@@ -51,19 +50,20 @@ class RunOutput:
     state_dict: dict | None
 
 
-def finetune(model: str, dataset: str, fp: FinetuneParams, prepared_dir: Path, split_path: Path,
-             weights_lock: Path, on_epoch: Callable[[int, int, dict], None] | None = None) -> RunOutput:
+def finetune(model: str, dataset: str, fp: FinetuneParams, data_dir: Path, split_path: Path,
+             weights_lock: Path, on_epoch: Callable[[int, int, dict], None] | None = None, *,
+             cache_root: Path | None = None,
+             on_cache: Callable[[int, int], None] | None = None) -> RunOutput:
     """Run the lr x wd grid for one (model, dataset) and select by the selection split, as the paper does.
 
+    `data_dir` is the raw folder of a published format, or the prepared/own folder of generic data; with
+    `cache_root` images are decoded once into the decoded-image cache (repro.datasets.cache).
     Pretrained weights (fp.pretrained) are checked against their sha256 pin in `weights_lock` before loading.
     """
     import numpy as np
-    import torch
-    from torch.utils.data import TensorDataset
 
     from repro import models
-    from repro.datasets.generic import DecodedImageDataset, decode_images, read_labels
-    from repro.datasets.transforms import eval_transform, train_transform
+    from repro.datasets.loaders import build_splits
     from repro.metrics import METRICS
     from repro.train import Protocol, best_config, resolve_device, train_config
 
@@ -71,30 +71,9 @@ def finetune(model: str, dataset: str, fp: FinetuneParams, prepared_dir: Path, s
     model_spec = models.get_spec(model)
     size = fp.image_size or spec.image_size
     mean, std = models.normalization(model)
-    rows = read_split(split_path)
-    labelled = dict(read_labels(prepared_dir))
-    class_index = {c: i for i, c in enumerate(spec.classes)}
-    bad = [r[0] for r in rows if r[0] not in labelled or labelled[r[0]] != r[1] or r[1] not in class_index]
-    if bad:
-        raise ReproError(f"{split_path}: {len(bad)} ids disagree with {prepared_dir} (first: {bad[0]}); "
-                         f"re-run `repro data prepare {dataset}`")
-    by_split: dict[str, list[tuple[str, str]]] = {}
-    for image_id, label, split in rows:
-        by_split.setdefault(split, []).append((image_id, label))
-    for needed in ("train", spec.select_split, spec.report_split):
-        if needed not in by_split:
-            raise ReproError(f"{split_path}: no rows in split {needed!r}")
-    datasets, targets = {}, {}
-    evaluate = eval_transform(size, mean, std)
-    for split in {"train", spec.select_split, spec.report_split}:
-        ids = [i for i, _ in by_split[split]]
-        y = np.array([class_index[label] for _, label in by_split[split]], dtype=np.int64)
-        images = decode_images(prepared_dir, ids)
-        if split == "train":
-            datasets[split] = DecodedImageDataset(images, torch.from_numpy(y), train_transform(spec, size, mean, std))
-        else:  # the eval transform is deterministic: apply it once, not once per epoch and config
-            datasets[split] = TensorDataset(torch.stack([evaluate(image) for image in images]), torch.from_numpy(y))
-        targets[split] = y
+    data = build_splits(spec, split_path, data_dir, size, mean, std, channel_order=fp.channel_order,
+                        cache_root=cache_root, progress=on_cache)
+    datasets, targets = data.datasets, data.targets
     protocol = Protocol(epochs=fp.epochs, batch_size=fp.batch_size, optimizer=fp.optimizer,
                         adamw_wd_over_lr=fp.adamw_wd_over_lr, schedule=fp.schedule, seed=fp.seed,
                         device=fp.device, num_workers=fp.num_workers)
@@ -133,7 +112,8 @@ def finetune(model: str, dataset: str, fp: FinetuneParams, prepared_dir: Path, s
                      "curve": r.curve} for r in results],
         "config": {"image_size": size, "mean": list(mean), "std": list(std), "grid": len(grid),
                    **{k: getattr(fp, k) for k in ("epochs", "batch_size", "optimizer", "adamw_wd_over_lr",
-                                                   "schedule", "seed", "lrs", "wds")}},
+                                                   "schedule", "seed", "lrs", "wds")},
+                   "channel_order": data.channel_order},
         "device": str(resolve_device(fp.device)),
         "train_seconds": round(seconds, 3),
         "train_images_per_second": round(images / seconds, 1) if seconds else None,
@@ -141,7 +121,9 @@ def finetune(model: str, dataset: str, fp: FinetuneParams, prepared_dir: Path, s
     predictions = []
     if chosen is not None:
         scores = results[chosen].report_scores
-        for (image_id, _), y, row in zip(by_split[spec.report_split], targets[spec.report_split], scores):
-            predictions.append({"id": image_id, "target": int(y),
+        for image_id, y, row in zip(data.ids[spec.report_split], targets[spec.report_split], scores):
+            # multi-label targets are written as their space-separated label ids
+            target = " ".join(str(k) for k in np.flatnonzero(y)) if spec.multilabel else int(y)
+            predictions.append({"id": image_id, "target": target,
                                 **{f"score_{k}": float(v) for k, v in enumerate(row)}})
     return RunOutput(record, predictions, None if chosen is None else results[chosen].state_dict)
