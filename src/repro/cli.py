@@ -41,9 +41,17 @@ err = Console(stderr=True, width=_WIDTH)
 ParamsOpt = Annotated[Path, typer.Option("--params", help="Parameters file of the study.")]
 
 
+def _register_own() -> None:
+    """Make the user's own datasets (data/splits/NAME.spec.json, repro.datasets.own) known to every verb."""
+    from repro.datasets.own import register_saved
+
+    register_saved(layout.SPLITS)
+
+
 def _params(path: Path):
     from repro.config import load_params
 
+    _register_own()
     return load_params(path)
 
 
@@ -83,6 +91,7 @@ def data_verify(
     """Check a local copy of a dataset in its published layout; list every problem (exit 1 if any)."""
     from repro.datasets.raw import raise_problems, verify_dataset
 
+    _register_own()
     raw_dir = raw or layout.RAW / name
     raise_problems(f"{name} in {raw_dir}", verify_dataset(name, raw_dir, decode=decode, counts=counts))
     out.print(f"[green]ok[/]: {name} in {raw_dir} matches its published layout", highlight=False)
@@ -90,25 +99,58 @@ def data_verify(
 
 @data_app.command("prepare")
 def data_prepare(
-    name: Annotated[str, typer.Argument(help="Dataset name, e.g. digits.")],
+    name: Annotated[str, typer.Argument(help="Dataset name (e.g. digits, aptos), or your own images: folder:PATH "
+                                             "(one sub-folder per class) or csv:PATH (columns path,label).")],
     raw: Annotated[Path | None, typer.Option(help="Raw data folder [default: data/raw/NAME].")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Prepared folder [default: data/prepared/NAME].")]
     = None,
     split: Annotated[Path | None, typer.Option(help="Split file [default: data/splits/NAME.csv].")] = None,
     repin: Annotated[bool, typer.Option(help="Accept a split that differs from its pinned sha256.")] = False,
     counts: CountsOpt = True,
+    skip_corrupt: Annotated[bool, typer.Option(
+        "--skip-corrupt", help="Leave out rows whose image is missing or does not decode (own data: also "
+                               "duplicate paths and empty labels), and write a report of them.")] = False,
+    own_name: Annotated[str | None, typer.Option(
+        "--name", help="Name of your own dataset [default: the folder's or CSV's name].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of your own data's 60/20/20 split [default: "
+                                                  "prepare.seed in params].")] = None,
+    size: Annotated[int, typer.Option(help="Model input size for your own data.")] = 224,
     params: ParamsOpt = layout.PARAMS,
 ) -> None:
-    """Verify a dataset's raw data and write its split file (id,label,split) and, for digits, prepared images."""
-    from repro.datasets import DATASETS
+    """Verify a dataset's raw data and write its pinned split file (id,label,split) and prepared folder."""
+    from repro.datasets import DATASETS, own
     from repro.study import prepare
 
-    DATASETS[name]  # unknown names fail here with the list of valid ones
     p = _params(params)
-    info = prepare(name, raw or layout.RAW / name, out_dir or layout.PREPARED / name,
-                   split or layout.split_file(name), layout.PINS, p.prepare.seed, repin=repin, counts=counts)
+    source = own.parse_source(name)
+    if source is not None:
+        kind, path = source
+        info = own.prepare_own(kind, path, own_name, layout.SPLITS, layout.PINS,
+                               p.prepare.seed if seed is None else seed, size, skip_corrupt=skip_corrupt,
+                               repin=repin)
+        name = info["dataset"]
+    else:
+        DATASETS[name]  # unknown names fail here with the list of valid ones
+        info = prepare(name, raw or layout.RAW / name, out_dir or layout.PREPARED / name,
+                       split or layout.split_file(name), layout.PINS, p.prepare.seed, repin=repin, counts=counts,
+                       skip_corrupt=skip_corrupt)
+    if info["skipped"]:
+        from repro.splits import atomic_write
+
+        report = (split or layout.split_file(name)).with_suffix(".skipped.txt")
+        atomic_write(report, ("\n".join(info["skipped"]) + "\n").encode())
+        err.print(f"[yellow]skipped[/] {len(info['skipped'])} row(s) (--skip-corrupt), listed in {report}:",
+                  highlight=False)
+        for line in info["skipped"][:20]:
+            err.print(f"  {line}", highlight=False, soft_wrap=True)
+        if len(info["skipped"]) > 20:
+            err.print(f"  ... and {len(info['skipped']) - 20} more in {report}", highlight=False)
     sizes = ", ".join(f"{k} {v}" for k, v in sorted(info["splits"].items()))
-    out.print(f"[green]prepared[/] {name}: {info['images']} images ({sizes}); split sha256 {info['sha256'][:16]}")
+    out.print(f"[green]prepared[/] {name}: {info['images']} images ({sizes}); split sha256 {info['sha256'][:16]}",
+              highlight=False)
+    if source is not None:
+        out.print(f"{info['classes']} classes, seed {info['seed']}; spec {info['spec']}. Fine-tune with "
+                  f"`repro finetune --model M --dataset {name}`", highlight=False)
 
 
 class Format(str, Enum):
@@ -229,8 +271,8 @@ def finetune(
     from repro.models import MODELS
 
     spec = MODELS[model]
-    DATASETS[dataset]
     p = _params(params)
+    DATASETS[dataset]
     fp = p.finetune
     grid = len(fp.lrs) * len(fp.wds)
     run_dir = out_dir or layout.run_dir(spec.path, dataset)

@@ -17,22 +17,35 @@ from repro.splits import stratified_three_way, write_split
 
 
 def prepare(name: str, raw_dir: Path, out_dir: Path, split_path: Path, pins_path: Path, seed: int, *,
-            repin: bool = False, counts: bool = True) -> dict:
-    """Verify the raw data, write the split file (refusing to change a pinned one) and, for the embedded set, the
-    prepared images.
+            repin: bool = False, counts: bool = True, skip_corrupt: bool = False) -> dict:
+    """Verify the raw data, write the split file (refusing to change a pinned one) and the prepared folder: the
+    digits' images for the embedded set, a small `manifest.json` for the others (what the split was made from).
 
     Real datasets get the authors' split rule over their published raw layout (repro.datasets.rules; `seed` is
-    the embedded set's, the real rules carry the authors' seeds) and no prepared images. `counts=False` skips the
-    comparison with the published counts, for a deliberate subset.
+    the embedded set's, the real rules carry the authors' seeds). A user's own dataset (repro.datasets.own) is
+    re-prepared from the source and seed its spec recorded. `counts=False` skips the comparison with the
+    published counts, for a deliberate subset; `skip_corrupt` leaves out rows whose image is missing or does
+    not decode and lists them under "skipped".
     """
     spec = DATASETS[name]
-    if not spec.embedded:
-        from repro.datasets.raw import split_rows
+    if spec.root:
+        from repro.datasets import own
 
-        rows = split_rows(name, raw_dir, counts=counts)
+        kind, source = own.parse_source(spec.source)
+        _, saved_seed = own.load_spec(own.spec_path(split_path.parent, name))
+        info = own.prepare_own(kind, source, name, split_path.parent, pins_path, saved_seed, spec.image_size,
+                               skip_corrupt=skip_corrupt, repin=repin, split_path=split_path)
+        _write_manifest(out_dir, {**info, "source": spec.source})
+        return info
+    if not spec.embedded:
+        from repro.datasets.raw import split_rows_skipping
+
+        rows, skipped = split_rows_skipping(name, raw_dir, counts=counts, skip_corrupt=skip_corrupt)
         sha256 = write_split(rows, split_path, pins_path, repin=repin)
-        return {"dataset": name, "images": len(rows), "splits": dict(Counter(r[2] for r in rows)),
-                "sha256": sha256}
+        info = {"dataset": name, "images": len(rows), "splits": dict(Counter(r[2] for r in rows)),
+                "sha256": sha256, "skipped": skipped}
+        _write_manifest(out_dir, {**info, "raw": str(raw_dir), "split_file": str(split_path)})
+        return info
     from repro.datasets import embedded
 
     images, labels = embedded.verified_digits(raw_dir)
@@ -40,7 +53,18 @@ def prepare(name: str, raw_dir: Path, out_dir: Path, split_path: Path, pins_path
     rows = stratified_three_way(ids, [str(y) for y in labels], seed)
     sha256 = write_split(rows, split_path, pins_path, repin=repin)  # refuses before anything is written
     embedded.write_digits(out_dir, images, labels)
-    return {"dataset": name, "images": len(rows), "splits": dict(Counter(r[2] for r in rows)), "sha256": sha256}
+    return {"dataset": name, "images": len(rows), "splits": dict(Counter(r[2] for r in rows)), "sha256": sha256,
+            "skipped": []}
+
+
+def _write_manifest(out_dir: Path, info: dict) -> None:
+    """data/prepared/NAME/manifest.json: the prepare stage's output for data read from its raw folder, so the
+    stage has the same outputs for every dataset and finetune reruns when the split changes."""
+    import json
+
+    from repro.splits import atomic_write
+
+    atomic_write(Path(out_dir) / "manifest.json", (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
 
 
 @dataclass
