@@ -458,6 +458,106 @@ def profile_show(params: ParamsOpt = layout.PARAMS) -> None:
               f"configs x {f.epochs} epochs (pretrained: {f.pretrained})")
 
 
+# --- releasing and verifying fine-tuned checkpoints (repro.release, repro.evaluate) ---------------------------------
+RELEASE_MANIFEST = Path("paper/checkpoints.yaml")
+RELEASED = Path("paper/checkpoints")
+EVAL_REPORT = layout.RESULTS / "eval.json"
+ManifestOpt = Annotated[Path, typer.Option("--manifest", help="Release manifest (sha256 pins, recorded metrics).")]
+
+
+@app.command("release")
+def release_checkpoints(
+    params: ParamsOpt = layout.PARAMS,
+    manifest: ManifestOpt = RELEASE_MANIFEST,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder of the released files.")] = RELEASED,
+    base_url: Annotated[str | None, typer.Option(
+        help="https:// address the released folder will be uploaded to; added as a second URL per file.")] = None,
+    tolerance: Annotated[float | None, typer.Option(
+        help="Tolerance for metrics other than accuracy (accuracy's is measured from the predictions).")] = None,
+) -> None:
+    """Export the study's best checkpoints (safetensors + metadata) and write the manifest that pins them."""
+    from rich.table import Table
+
+    from repro.models import MODELS
+    from repro.release import RunRef, release
+
+    p = _params(params)
+    refs = [RunRef(layout.run_dir(MODELS[m].path, d), layout.split_file(d))
+            for d in p.finetune.datasets for m in p.finetune.models]
+    entries = release(refs, out_dir, manifest, base_url=base_url, tolerance=tolerance)
+    table = Table(title=f"released {len(entries)} checkpoint(s) -> {manifest}")
+    for column in ("model", "dataset", "metric", "value", "tolerance", "MB", "sha256"):
+        table.add_column(column, justify="right" if column in ("value", "tolerance", "MB") else "left")
+    for e in entries:
+        table.add_row(e.model, e.dataset, e.metric, f"{e.value:.4f}", f"{e.tolerance:.4f}", f"{e.size / 1e6:.1f}",
+                      e.sha256[:16])
+    out.print(table)
+
+
+@app.command("eval")
+def eval_checkpoints(
+    model: Annotated[str | None, typer.Option(help="Model name of the checkpoint.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset it was fine-tuned on.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Verify every checkpoint in the manifest.")] = False,
+    checkpoint: Annotated[str | None, typer.Option(
+        help="A local path or https:// / file:// URL instead of the manifest's URLs (still checked against its "
+             "sha256).")] = None,
+    manifest: ManifestOpt = RELEASE_MANIFEST,
+    allow_pickle: Annotated[bool, typer.Option(
+        "--allow-pickle", help="Accept .pt/.pth/.bin after the sha256 check, loaded only with "
+                               "torch.load(weights_only=True).")] = False,
+    cache_dir: Annotated[Path | None, typer.Option(
+        help="Where downloaded checkpoints go [default: $XDG_CACHE_HOME/repro/checkpoints].")] = None,
+    device: Annotated[str, typer.Option(help="Device to evaluate on; the tolerances assume cpu.")] = "cpu",
+    json_out: Annotated[Path, typer.Option("--json", help="JSON report to write.")] = EVAL_REPORT,
+) -> None:
+    """Verify released checkpoints: sha256 first, safe load, re-evaluate on the pinned split, compare."""
+    from rich.table import Table
+
+    from repro.datasets import DATASETS
+    from repro.download import rich_progress_factory
+    from repro.errors import UsageError
+    from repro.evaluate import default_cache, find_entry, read_manifest, report, verify_all
+    from repro.models import MODELS
+
+    if all_ == (model is not None or dataset is not None) or (not all_ and (model is None or dataset is None)):
+        raise UsageError("give either --all, or both --model and --dataset")
+    if all_ and checkpoint is not None:
+        raise UsageError("--checkpoint names one file: use it with --model and --dataset, not --all")
+    entries = read_manifest(manifest)
+    if not all_:
+        MODELS[model]  # unknown names fail here with the list of valid ones
+        DATASETS[dataset]
+        entries = [find_entry(entries, model, dataset, manifest)]
+    with rich_progress_factory(err) as progress:
+        verdicts = verify_all(entries, manifest, prepared_root=layout.PREPARED, splits_dir=layout.SPLITS,
+                              cache_dir=cache_dir or default_cache(), checkpoint=checkpoint,
+                              allow_pickle=allow_pickle, device=device, progress=progress)
+    document = report(verdicts, manifest)
+    _write_json(json_out, document)
+    table = Table(title=f"released checkpoints vs their recorded metric ({manifest})")
+    for column in ("model", "dataset", "split", "metric", "recorded", "ours", "diff", "tol.", "verdict"):
+        table.add_column(column, justify="right" if column in ("recorded", "ours", "diff", "tol.") else "left")
+    style = {"pass": "green", "fail": "red", "error": "red"}
+
+    def number(x: float | None, sign: str = "") -> str:
+        return "-" if x is None else f"{x:{sign}.4f}"
+
+    for v in verdicts:
+        table.add_row(v.model, v.dataset, v.split or "-", v.metric, number(v.recorded), number(v.value),
+                      number(v.difference, "+"), number(v.tolerance), f"[{style[v.verdict]}]{v.verdict}[/]")
+    out.print(table)
+    counts = document["counts"]
+    out.print(f"{len(verdicts)} checkpoint(s): {counts['pass']} pass, {counts['fail']} fail, {counts['error']} "
+              f"refused or not evaluated -> {json_out}", highlight=False)
+    bad = [v for v in verdicts if v.verdict != "pass"]
+    if bad:
+        lines = [f"{v.model} on {v.dataset}: " + (v.detail or f"{v.metric} {v.value:.4f} vs recorded "
+                                                             f"{v.recorded:.4f}, beyond the {v.tolerance:.4f} "
+                                                             "tolerance") for v in bad]
+        raise ReproError(f"{len(bad)} checkpoint(s) did not verify\n  " + "\n  ".join(lines))
+
+
 def main() -> None:
     try:
         app()
