@@ -97,6 +97,75 @@ def data_verify(
     out.print(f"[green]ok[/]: {name} in {raw_dir} matches its published layout", highlight=False)
 
 
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="Dataset name (cct20, aptos, hpa, melanoma, cassava, eurosat) or all.")],
+    force: Annotated[bool, typer.Option(help="Fetch again even if data/raw/NAME exists (replaced atomically).")]
+    = False,
+    keep_archives: Annotated[bool, typer.Option(
+        "--keep-archives/--delete-archives", help="Keep the downloaded archives in data/downloads/NAME.")] = True,
+    dvc: Annotated[bool, typer.Option(
+        "--dvc/--no-dvc", help="Record the fetched folder in DVC (`dvc add data/raw/NAME` -> data/raw/NAME.dvc).")]
+    = True,
+) -> None:
+    """Download a dataset from its original source, verify its checksums, unpack it atomically into data/raw/NAME."""
+    import subprocess
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from repro.datasets import fetch as fetcher
+    from repro.datasets.raw import verify_dataset
+    from repro.download import rich_progress_factory
+
+    names = list(fetcher.SOURCES) if name == "all" else [name]
+    if name != "all" and name not in fetcher.SOURCES:
+        from repro.errors import UsageError
+
+        raise UsageError(f"unknown dataset {name!r} for fetch; valid: {', '.join(fetcher.SOURCES)}, all")
+    api = os.environ.get("REPRO_KAGGLE_API", fetcher.KAGGLE_API)  # a mirror, or the tests' local server
+    failures = []
+    for item in names:
+        with rich_progress_factory(err) as bar, Progress(TextColumn("{task.description}"), BarColumn(),
+                                                         MofNCompleteColumn(), console=err, transient=True) as up:
+            tasks: dict[str, int] = {}
+
+            def on_unpack(file: str, done: int, total: int) -> None:
+                if file not in tasks:
+                    tasks[file] = up.add_task(f"unpacking {file}", total=total)
+                up.update(tasks[file], completed=done)
+
+            try:
+                result = fetcher.fetch(item, layout.RAW, layout.DOWNLOADS, layout.FETCH_LOCK, kaggle_api=api,
+                                       force=force, keep_archives=keep_archives, bar=bar, on_unpack=on_unpack)
+            except ReproError as error:
+                if name != "all":
+                    raise
+                failures.append(f"{item}: {error}")
+                continue
+        for note in result.notes:
+            err.print(f"[yellow]note[/] {note}", highlight=False, soft_wrap=True)
+        if result.status == "present":
+            continue
+        for f in result.files:
+            out.print(f"[green]{f['status']}[/] {item}: {f['file']} ({f['size']} bytes, sha256 {f['sha256'][:16]})",
+                      highlight=False)
+        problems = verify_dataset(item, result.raw_dir, decode=False)
+        if problems:
+            err.print(f"[yellow]{item}: {len(problems)} problem(s) in the unpacked layout[/] (first: {problems[0]}); "
+                      f"run `repro data verify {item}`", highlight=False, soft_wrap=True)
+        if dvc and Path(".dvc").is_dir():
+            done = subprocess.run(["dvc", "add", str(result.raw_dir)], capture_output=True, text=True)
+            if done.returncode != 0:
+                err.print(f"[yellow]dvc add {result.raw_dir} failed[/]: {done.stderr.strip().splitlines()[-1:]}",
+                          highlight=False, soft_wrap=True)
+            else:
+                out.print(f"recorded {result.raw_dir} in DVC: commit {result.raw_dir}.dvc and {layout.FETCH_LOCK}",
+                          highlight=False)
+        out.print(f"[green]fetched[/] {item} -> {result.raw_dir}", highlight=False)
+    if failures:
+        raise ReproError(f"{len(failures)} dataset(s) not fetched\n  " + "\n  ".join(failures))
+
+
 @data_app.command("prepare")
 def data_prepare(
     name: Annotated[str, typer.Argument(help="Dataset name (e.g. digits, aptos), or your own images: folder:PATH "
