@@ -41,9 +41,17 @@ err = Console(stderr=True, width=_WIDTH)
 ParamsOpt = Annotated[Path, typer.Option("--params", help="Parameters file of the study.")]
 
 
+def _register_own() -> None:
+    """Make the user's own datasets (data/splits/NAME.spec.json, repro.datasets.own) known to every verb."""
+    from repro.datasets.own import register_saved
+
+    register_saved(layout.SPLITS)
+
+
 def _params(path: Path):
     from repro.config import load_params
 
+    _register_own()
     return load_params(path)
 
 
@@ -83,32 +91,135 @@ def data_verify(
     """Check a local copy of a dataset in its published layout; list every problem (exit 1 if any)."""
     from repro.datasets.raw import raise_problems, verify_dataset
 
+    _register_own()
     raw_dir = raw or layout.RAW / name
     raise_problems(f"{name} in {raw_dir}", verify_dataset(name, raw_dir, decode=decode, counts=counts))
     out.print(f"[green]ok[/]: {name} in {raw_dir} matches its published layout", highlight=False)
 
 
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="Dataset name (cct20, aptos, hpa, melanoma, cassava, eurosat) or all.")],
+    force: Annotated[bool, typer.Option(help="Fetch again even if data/raw/NAME exists (replaced atomically).")]
+    = False,
+    keep_archives: Annotated[bool, typer.Option(
+        "--keep-archives/--delete-archives", help="Keep the downloaded archives in data/downloads/NAME.")] = True,
+    dvc: Annotated[bool, typer.Option(
+        "--dvc/--no-dvc", help="Record the fetched folder in DVC (`dvc add data/raw/NAME` -> data/raw/NAME.dvc).")]
+    = True,
+) -> None:
+    """Download a dataset from its original source, verify its checksums, unpack it atomically into data/raw/NAME."""
+    import subprocess
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from repro.datasets import fetch as fetcher
+    from repro.datasets.raw import verify_dataset
+    from repro.download import rich_progress_factory
+
+    names = list(fetcher.SOURCES) if name == "all" else [name]
+    if name != "all" and name not in fetcher.SOURCES:
+        from repro.errors import UsageError
+
+        raise UsageError(f"unknown dataset {name!r} for fetch; valid: {', '.join(fetcher.SOURCES)}, all")
+    api = os.environ.get("REPRO_KAGGLE_API", fetcher.KAGGLE_API)  # a mirror, or the tests' local server
+    failures = []
+    for item in names:
+        with rich_progress_factory(err) as bar, Progress(TextColumn("{task.description}"), BarColumn(),
+                                                         MofNCompleteColumn(), console=err, transient=True) as up:
+            tasks: dict[str, int] = {}
+
+            def on_unpack(file: str, done: int, total: int) -> None:
+                if file not in tasks:
+                    tasks[file] = up.add_task(f"unpacking {file}", total=total)
+                up.update(tasks[file], completed=done)
+
+            try:
+                result = fetcher.fetch(item, layout.RAW, layout.DOWNLOADS, layout.FETCH_LOCK, kaggle_api=api,
+                                       force=force, keep_archives=keep_archives, bar=bar, on_unpack=on_unpack)
+            except ReproError as error:
+                if name != "all":
+                    raise
+                failures.append(f"{item}: {error}")
+                continue
+        for note in result.notes:
+            err.print(f"[yellow]note[/] {note}", highlight=False, soft_wrap=True)
+        if result.status == "present":
+            continue
+        for f in result.files:
+            out.print(f"[green]{f['status']}[/] {item}: {f['file']} ({f['size']} bytes, sha256 {f['sha256'][:16]})",
+                      highlight=False)
+        problems = verify_dataset(item, result.raw_dir, decode=False)
+        if problems:
+            err.print(f"[yellow]{item}: {len(problems)} problem(s) in the unpacked layout[/] (first: {problems[0]}); "
+                      f"run `repro data verify {item}`", highlight=False, soft_wrap=True)
+        if dvc and Path(".dvc").is_dir():
+            done = subprocess.run(["dvc", "add", str(result.raw_dir)], capture_output=True, text=True)
+            if done.returncode != 0:
+                err.print(f"[yellow]dvc add {result.raw_dir} failed[/]: {done.stderr.strip().splitlines()[-1:]}",
+                          highlight=False, soft_wrap=True)
+            else:
+                out.print(f"recorded {result.raw_dir} in DVC: commit {result.raw_dir}.dvc and {layout.FETCH_LOCK}",
+                          highlight=False)
+        out.print(f"[green]fetched[/] {item} -> {result.raw_dir}", highlight=False)
+    if failures:
+        raise ReproError(f"{len(failures)} dataset(s) not fetched\n  " + "\n  ".join(failures))
+
+
 @data_app.command("prepare")
 def data_prepare(
-    name: Annotated[str, typer.Argument(help="Dataset name, e.g. digits.")],
+    name: Annotated[str, typer.Argument(help="Dataset name (e.g. digits, aptos), or your own images: folder:PATH "
+                                             "(one sub-folder per class) or csv:PATH (columns path,label).")],
     raw: Annotated[Path | None, typer.Option(help="Raw data folder [default: data/raw/NAME].")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Prepared folder [default: data/prepared/NAME].")]
     = None,
     split: Annotated[Path | None, typer.Option(help="Split file [default: data/splits/NAME.csv].")] = None,
     repin: Annotated[bool, typer.Option(help="Accept a split that differs from its pinned sha256.")] = False,
     counts: CountsOpt = True,
+    skip_corrupt: Annotated[bool, typer.Option(
+        "--skip-corrupt", help="Leave out rows whose image is missing or does not decode (own data: also "
+                               "duplicate paths and empty labels), and write a report of them.")] = False,
+    own_name: Annotated[str | None, typer.Option(
+        "--name", help="Name of your own dataset [default: the folder's or CSV's name].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of your own data's 60/20/20 split [default: "
+                                                  "prepare.seed in params].")] = None,
+    size: Annotated[int, typer.Option(help="Model input size for your own data.")] = 224,
     params: ParamsOpt = layout.PARAMS,
 ) -> None:
-    """Verify a dataset's raw data and write its split file (id,label,split) and, for digits, prepared images."""
-    from repro.datasets import DATASETS
+    """Verify a dataset's raw data and write its pinned split file (id,label,split) and prepared folder."""
+    from repro.datasets import DATASETS, own
     from repro.study import prepare
 
-    DATASETS[name]  # unknown names fail here with the list of valid ones
     p = _params(params)
-    info = prepare(name, raw or layout.RAW / name, out_dir or layout.PREPARED / name,
-                   split or layout.split_file(name), layout.PINS, p.prepare.seed, repin=repin, counts=counts)
+    source = own.parse_source(name)
+    if source is not None:
+        kind, path = source
+        info = own.prepare_own(kind, path, own_name, layout.SPLITS, layout.PINS,
+                               p.prepare.seed if seed is None else seed, size, skip_corrupt=skip_corrupt,
+                               repin=repin)
+        name = info["dataset"]
+    else:
+        DATASETS[name]  # unknown names fail here with the list of valid ones
+        info = prepare(name, raw or layout.RAW / name, out_dir or layout.PREPARED / name,
+                       split or layout.split_file(name), layout.PINS, p.prepare.seed, repin=repin, counts=counts,
+                       skip_corrupt=skip_corrupt)
+    if info["skipped"]:
+        from repro.splits import atomic_write
+
+        report = (split or layout.split_file(name)).with_suffix(".skipped.txt")
+        atomic_write(report, ("\n".join(info["skipped"]) + "\n").encode())
+        err.print(f"[yellow]skipped[/] {len(info['skipped'])} row(s) (--skip-corrupt), listed in {report}:",
+                  highlight=False)
+        for line in info["skipped"][:20]:
+            err.print(f"  {line}", highlight=False, soft_wrap=True)
+        if len(info["skipped"]) > 20:
+            err.print(f"  ... and {len(info['skipped']) - 20} more in {report}", highlight=False)
     sizes = ", ".join(f"{k} {v}" for k, v in sorted(info["splits"].items()))
-    out.print(f"[green]prepared[/] {name}: {info['images']} images ({sizes}); split sha256 {info['sha256'][:16]}")
+    out.print(f"[green]prepared[/] {name}: {info['images']} images ({sizes}); split sha256 {info['sha256'][:16]}",
+              highlight=False)
+    if source is not None:
+        out.print(f"{info['classes']} classes, seed {info['seed']}; spec {info['spec']}. Fine-tune with "
+                  f"`repro finetune --model M --dataset {name}`", highlight=False)
 
 
 class Format(str, Enum):
@@ -260,8 +371,15 @@ def finetune(
             progress.update(task, completed=config * fp.epochs + epoch,
                             last=f"config {config + 1}/{grid} epoch {epoch}: select {record['select']:.3f}")
 
-        status, record = finetune_to_dir(model, dataset, fp, layout.PREPARED / dataset, layout.split_file(dataset),
-                                         layout.WEIGHTS_LOCK, run_dir, on_epoch, force=force)
+        cache_task = progress.add_task("decoding images once into the cache", total=None, last="",
+                                       visible=False)
+
+        def on_cache(done: int, total: int) -> None:
+            progress.update(cache_task, completed=done, total=total, visible=done < total)
+
+        status, record = finetune_to_dir(model, dataset, fp, layout.data_dir(dataset), layout.split_file(dataset),
+                                         layout.WEIGHTS_LOCK, run_dir, on_epoch, force=force,
+                                         cache_root=layout.CACHE, on_cache=on_cache)
         progress.update(task, completed=grid * fp.epochs)
     if status == "skipped":
         out.print(f"[green]skipped[/] {spec.name} on {dataset}: finished with the same config in {run_dir} "
@@ -279,20 +397,29 @@ def finetune(
 def _print_plan(plan: dict) -> None:
     from rich.table import Table
 
+    def cell(value) -> str:
+        return value if isinstance(value, str) else json.dumps(value)
+
     table = Table(title=f"fine-tuning protocol ({plan['profile']} profile)", show_header=False)
     table.add_column("element")
     table.add_column("value", overflow="fold")
     for key, value in plan["protocol"].items():
-        table.add_row(key, value if isinstance(value, str) else json.dumps(value))
+        table.add_row(key, cell(value))
     out.print(table)
-    for title, rows, columns in (("datasets", plan["datasets"], None), ("models", plan["models"], None)):
-        table = Table(title=title)
-        columns = list(rows[0])
-        for column in columns:
-            table.add_column(column, overflow="fold")
-        for row in rows:
-            table.add_row(*(v if isinstance(v, str) else json.dumps(v) for v in row.values()))
-        out.print(table)
+    # One column per dataset: the per-dataset elements read down, however many datasets there are.
+    table = Table(title="per dataset")
+    table.add_column("element")
+    for row in plan["datasets"]:
+        table.add_column(row["dataset"], overflow="fold")
+    for key in list(plan["datasets"][0])[1:]:
+        table.add_row(key, *(cell(row[key]) for row in plan["datasets"]))
+    out.print(table)
+    table = Table(title="per model")
+    for column in plan["models"][0]:
+        table.add_column(column, overflow="fold")
+    for row in plan["models"]:
+        table.add_row(*(cell(v) for v in row.values()))
+    out.print(table)
     out.print(f"{plan['runs']} runs x {plan['grid']} configs x {plan['protocol']['epochs']} epochs = "
               f"{plan['fine_tunes']} fine-tunes")
 
@@ -344,8 +471,9 @@ def sweep(
     for name in datasets:
         DATASETS[name]
     root = Path.cwd().resolve()
-    jobs = [launch.Job(m, d, str(root / layout.run_dir(MODELS[m].path, d)), str(root / layout.PREPARED / d),
-                       str(root / layout.split_file(d)), str(root / layout.WEIGHTS_LOCK), str(root))
+    jobs = [launch.Job(m, d, str(root / layout.run_dir(MODELS[m].path, d)), str(root / layout.data_dir(d)),
+                       str(root / layout.split_file(d)), str(root / layout.WEIGHTS_LOCK), str(root),
+                       str(root / layout.CACHE))
             for m in models for d in datasets]
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[last]}"), console=err) as progress:
@@ -593,6 +721,106 @@ def profile_show(params: ParamsOpt = layout.PARAMS) -> None:
     f = p.finetune
     out.print(f"{p.profile}: {len(f.models)} models x {len(f.datasets)} datasets x {len(f.lrs) * len(f.wds)} "
               f"configs x {f.epochs} epochs (pretrained: {f.pretrained})")
+
+
+# --- releasing and verifying fine-tuned checkpoints (repro.release, repro.evaluate) ---------------------------------
+RELEASE_MANIFEST = Path("paper/checkpoints.yaml")
+RELEASED = Path("paper/checkpoints")
+EVAL_REPORT = layout.RESULTS / "eval.json"
+ManifestOpt = Annotated[Path, typer.Option("--manifest", help="Release manifest (sha256 pins, recorded metrics).")]
+
+
+@app.command("release")
+def release_checkpoints(
+    params: ParamsOpt = layout.PARAMS,
+    manifest: ManifestOpt = RELEASE_MANIFEST,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder of the released files.")] = RELEASED,
+    base_url: Annotated[str | None, typer.Option(
+        help="https:// address the released folder will be uploaded to; added as a second URL per file.")] = None,
+    tolerance: Annotated[float | None, typer.Option(
+        help="Tolerance for metrics other than accuracy (accuracy's is measured from the predictions).")] = None,
+) -> None:
+    """Export the study's best checkpoints (safetensors + metadata) and write the manifest that pins them."""
+    from rich.table import Table
+
+    from repro.models import MODELS
+    from repro.release import RunRef, release
+
+    p = _params(params)
+    refs = [RunRef(layout.run_dir(MODELS[m].path, d), layout.split_file(d))
+            for d in p.finetune.datasets for m in p.finetune.models]
+    entries = release(refs, out_dir, manifest, base_url=base_url, tolerance=tolerance)
+    table = Table(title=f"released {len(entries)} checkpoint(s) -> {manifest}")
+    for column in ("model", "dataset", "metric", "value", "tolerance", "MB", "sha256"):
+        table.add_column(column, justify="right" if column in ("value", "tolerance", "MB") else "left")
+    for e in entries:
+        table.add_row(e.model, e.dataset, e.metric, f"{e.value:.4f}", f"{e.tolerance:.4f}", f"{e.size / 1e6:.1f}",
+                      e.sha256[:16])
+    out.print(table)
+
+
+@app.command("eval")
+def eval_checkpoints(
+    model: Annotated[str | None, typer.Option(help="Model name of the checkpoint.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset it was fine-tuned on.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Verify every checkpoint in the manifest.")] = False,
+    checkpoint: Annotated[str | None, typer.Option(
+        help="A local path or https:// / file:// URL instead of the manifest's URLs (still checked against its "
+             "sha256).")] = None,
+    manifest: ManifestOpt = RELEASE_MANIFEST,
+    allow_pickle: Annotated[bool, typer.Option(
+        "--allow-pickle", help="Accept .pt/.pth/.bin after the sha256 check, loaded only with "
+                               "torch.load(weights_only=True).")] = False,
+    cache_dir: Annotated[Path | None, typer.Option(
+        help="Where downloaded checkpoints go [default: $XDG_CACHE_HOME/repro/checkpoints].")] = None,
+    device: Annotated[str, typer.Option(help="Device to evaluate on; the tolerances assume cpu.")] = "cpu",
+    json_out: Annotated[Path, typer.Option("--json", help="JSON report to write.")] = EVAL_REPORT,
+) -> None:
+    """Verify released checkpoints: sha256 first, safe load, re-evaluate on the pinned split, compare."""
+    from rich.table import Table
+
+    from repro.datasets import DATASETS
+    from repro.download import rich_progress_factory
+    from repro.errors import UsageError
+    from repro.evaluate import default_cache, find_entry, read_manifest, report, verify_all
+    from repro.models import MODELS
+
+    if all_ == (model is not None or dataset is not None) or (not all_ and (model is None or dataset is None)):
+        raise UsageError("give either --all, or both --model and --dataset")
+    if all_ and checkpoint is not None:
+        raise UsageError("--checkpoint names one file: use it with --model and --dataset, not --all")
+    entries = read_manifest(manifest)
+    if not all_:
+        MODELS[model]  # unknown names fail here with the list of valid ones
+        DATASETS[dataset]
+        entries = [find_entry(entries, model, dataset, manifest)]
+    with rich_progress_factory(err) as progress:
+        verdicts = verify_all(entries, manifest, prepared_root=layout.PREPARED, splits_dir=layout.SPLITS,
+                              cache_dir=cache_dir or default_cache(), checkpoint=checkpoint,
+                              allow_pickle=allow_pickle, device=device, progress=progress)
+    document = report(verdicts, manifest)
+    _write_json(json_out, document)
+    table = Table(title=f"released checkpoints vs their recorded metric ({manifest})")
+    for column in ("model", "dataset", "split", "metric", "recorded", "ours", "diff", "tol.", "verdict"):
+        table.add_column(column, justify="right" if column in ("recorded", "ours", "diff", "tol.") else "left")
+    style = {"pass": "green", "fail": "red", "error": "red"}
+
+    def number(x: float | None, sign: str = "") -> str:
+        return "-" if x is None else f"{x:{sign}.4f}"
+
+    for v in verdicts:
+        table.add_row(v.model, v.dataset, v.split or "-", v.metric, number(v.recorded), number(v.value),
+                      number(v.difference, "+"), number(v.tolerance), f"[{style[v.verdict]}]{v.verdict}[/]")
+    out.print(table)
+    counts = document["counts"]
+    out.print(f"{len(verdicts)} checkpoint(s): {counts['pass']} pass, {counts['fail']} fail, {counts['error']} "
+              f"refused or not evaluated -> {json_out}", highlight=False)
+    bad = [v for v in verdicts if v.verdict != "pass"]
+    if bad:
+        lines = [f"{v.model} on {v.dataset}: " + (v.detail or f"{v.metric} {v.value:.4f} vs recorded "
+                                                             f"{v.recorded:.4f}, beyond the {v.tolerance:.4f} "
+                                                             "tolerance") for v in bad]
+        raise ReproError(f"{len(bad)} checkpoint(s) did not verify\n  " + "\n  ".join(lines))
 
 
 def main() -> None:

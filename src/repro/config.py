@@ -54,6 +54,9 @@ class FinetuneParams:
     channels_last: StrictBool
     compile: StrictBool  # torch.compile the model (GPU runs; compile time dominates small CPU runs)
     deterministic: StrictBool  # deterministic kernels: on CPU a resumed run then equals an uninterrupted one
+    # "bgr" feeds CCT-20, APTOS, HPA and Melanoma with channels reversed, as the authors' cv2.imread loaders did
+    # (PAPER.md section 4); the other datasets are RGB either way (repro.datasets.loaders).
+    channel_order: Literal["rgb", "bgr"] = "rgb"
 
 
 @dataclass(frozen=True, config=_STRICT)

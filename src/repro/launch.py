@@ -28,10 +28,11 @@ class Job:
     model: str
     dataset: str
     run_dir: str
-    prepared_dir: str
+    data_dir: str
     split_path: str
     weights_lock: str
     root: str  # the study's folder: the job runs there (git provenance, relative paths in params)
+    cache_root: str | None = None  # the decoded-image cache (repro.datasets.cache)
 
     @property
     def stage(self) -> str:
@@ -65,8 +66,9 @@ def run_job(job: Job, fp: FinetuneParams, threads: int, device: str | None = Non
     if device is not None:
         fp = dataclasses.replace(fp, device=device)
     try:
-        status, record = finetune_to_dir(job.model, job.dataset, fp, Path(job.prepared_dir), Path(job.split_path),
-                                         Path(job.weights_lock), Path(job.run_dir))
+        status, record = finetune_to_dir(job.model, job.dataset, fp, Path(job.data_dir), Path(job.split_path),
+                                         Path(job.weights_lock), Path(job.run_dir),
+                                         cache_root=Path(job.cache_root) if job.cache_root else None)
     except ReproError as error:
         return {"model": job.model, "dataset": job.dataset, "status": "failed", "error": str(error)}
     return {"model": job.model, "dataset": job.dataset, "status": status, "run": record["status"],

@@ -15,9 +15,6 @@ from pathlib import Path
 from repro.config import Params
 from repro.errors import ReproError
 
-# Datasets whose authors' loaders read images with cv2.imread and never convert BGR to RGB (PAPER.md section 4).
-AUTHORS_BGR = ("cct20", "aptos", "hpa", "melanoma")
-
 # Images per split for planning before a dataset is prepared, from the published counts (PAPER.md section 3 and
 # repro.datasets.<name>.PUBLISHED); the 20% hold-out rule rounds per class, so APTOS/Cassava/EuroSAT are within a
 # few images. CCT-20 counts include the 'empty' images the loader drops. Melanoma has no published count.
@@ -34,9 +31,11 @@ THROUGHPUT_COLUMNS = ("model", "device", "image_size", "batch_size", "amp", "tra
 
 
 def _channel_order(fp, dataset: str) -> str:
-    # `finetune.channel_order` (rgb | bgr) belongs to the datasets code; before it exists every dataset is RGB.
-    order = getattr(fp, "channel_order", "rgb")
-    return "bgr (authors' cv2 quirk)" if order == "bgr" and dataset in AUTHORS_BGR else "rgb"
+    from repro.datasets import DATASETS
+    from repro.datasets.loaders import effective_channel_order
+
+    order = effective_channel_order(DATASETS[dataset], fp.channel_order)
+    return "bgr (the authors' cv2.imread quirk)" if order == "bgr" else "rgb"
 
 
 def resolve_plan(p: Params, models: Sequence[str] | None = None, datasets: Sequence[str] | None = None) -> dict:
@@ -112,8 +111,9 @@ def resolve_plan(p: Params, models: Sequence[str] | None = None, datasets: Seque
             "ImageNet top-1": spec.top1,
             "image size": ", ".join(map(str, sizes)) + (" (built at that size)" if spec.fixed_input_size else ""),
             "normalization": f"mean {[round(m, 4) for m in mean]}, std {[round(s, 4) for s in std]}",
-            "head": (f"{spec.head}: new {spec.head_kind} layer with the dataset's class count"
-                     if spec.library == "torchvision" else "timm reset_classifier(num_classes)"),
+            "head": (("timm classifier reset to" if spec.library == "timm" else f"{spec.head} replaced by")
+                     + (" pool + linear" if spec.head_kind == "pool_linear" else " a new layer of its kind")
+                     + " with the dataset's class count"),
         })
     grid = len(fp.lrs) * len(fp.wds)
     return {"profile": p.profile, "protocol": protocol, "datasets": rows, "models": model_rows,

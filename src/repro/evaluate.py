@@ -1,0 +1,408 @@
+"""Verify a released fine-tuned checkpoint: hash first, load without running code, re-evaluate, compare.
+
+The release manifest (`paper/checkpoints.yaml`, written by `repro release`, see repro.release) pins each checkpoint
+by sha256 and size and records the metric its run reported, the split it was measured on (with the split file's
+sha256) and the preprocessing. Verifying one entry is, in this order:
+1. refuse a pickle format (`.pt`, `.pth`, `.bin`) unless `allow_pickle`, before the file is read at all;
+2. download it when it is a URL (repro.download: https/file only, size limit, sha256 checked before the rename),
+   or hash the local file; a mismatch is refused before anything parses the file;
+3. load tensors only (safetensors; a pickle only through `torch.load(weights_only=True)`, never a fallback) and
+   match every key and shape against `build_model(..., pretrained=False)`, listing what differs;
+4. evaluate on the pinned split with the recorded preprocessing, exactly as training measured it
+   (repro.train.predict), and compare with the recorded value within the manifest's tolerance.
+Exercised by `repro eval --model M --dataset D [--checkpoint PATH|URL]` and `repro eval --all`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urljoin, urlsplit
+
+from repro.download import Progress, Unreachable, check_url, download, file_url_path, sha256_file
+from repro.errors import ReproError, UsageError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+MANIFEST_VERSION = 1
+SAFETENSORS = "safetensors"
+PICKLE = "pytorch-pickle"
+FORMATS = {".safetensors": SAFETENSORS, ".pt": PICKLE, ".pth": PICKLE, ".bin": PICKLE}
+MAX_CHECKPOINT_BYTES = 4 << 30  # 4 GiB: the largest model of the study (PNASNet-5-Large) is about 0.35 GB
+_SHA256_HEX = set("0123456789abcdef")
+_SHOWN = 8  # keys listed per kind in a mismatch message
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    resize: str = "Resize(image_size) + CenterCrop(image_size), RGB scaled to [0, 1], then Normalize(mean, std)"
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One released checkpoint, as the manifest pins it."""
+
+    model: str
+    dataset: str
+    urls: tuple[str, ...]  # tried in order; relative ones are relative to the manifest's folder
+    sha256: str
+    size: int
+    format: str  # "safetensors" or "pytorch-pickle"
+    split: str  # the split the value was measured on (the dataset's report split)
+    split_file: str  # its file name under data/splits
+    split_sha256: str
+    metric: str
+    value: float
+    tolerance: float
+    tolerance_reason: str
+    preprocessing: Preprocessing
+    num_classes: int
+    source: dict = field(default_factory=dict)  # provenance of the run it came from (git sha, device, ...)
+
+    @property
+    def key(self) -> str:
+        return f"{self.model} on {self.dataset}"
+
+
+# --- the manifest --------------------------------------------------------------------------------------------------
+
+def _entry_from(raw: dict, where: str) -> ManifestEntry:
+    if not isinstance(raw, dict):
+        raise ReproError(f"{where}: expected a mapping")
+    try:
+        pre = raw["preprocessing"]
+        entry = ManifestEntry(
+            model=str(raw["model"]), dataset=str(raw["dataset"]), urls=tuple(str(u) for u in raw["urls"]),
+            sha256=str(raw["sha256"]), size=raw["size"], format=str(raw["format"]), split=str(raw["split"]),
+            split_file=str(raw["split_file"]), split_sha256=str(raw["split_sha256"]), metric=str(raw["metric"]),
+            value=float(raw["value"]), tolerance=float(raw["tolerance"]),
+            tolerance_reason=str(raw["tolerance_reason"]),
+            preprocessing=Preprocessing(int(pre["image_size"]), tuple(float(x) for x in pre["mean"]),
+                                        tuple(float(x) for x in pre["std"])),
+            num_classes=int(raw["num_classes"]), source=dict(raw.get("source") or {}))
+    except KeyError as exc:
+        raise ReproError(f"{where}: missing field {exc.args[0]!r}") from None
+    except (TypeError, ValueError) as exc:
+        raise ReproError(f"{where}: malformed field ({exc})") from None
+    problems = []
+    for name in ("sha256", "split_sha256"):
+        value = getattr(entry, name)
+        if len(value) != 64 or not set(value) <= _SHA256_HEX:
+            problems.append(f"{name} {value!r} is not 64 lowercase hex digits")
+    if not isinstance(entry.size, int) or entry.size <= 0:
+        problems.append(f"size {entry.size!r} is not a byte count")
+    if entry.format not in (SAFETENSORS, PICKLE):
+        problems.append(f"format {entry.format!r} is not {SAFETENSORS!r} or {PICKLE!r}")
+    if not entry.urls:
+        problems.append("no urls")
+    if not math.isfinite(entry.tolerance) or entry.tolerance < 0 or not entry.tolerance_reason.strip():
+        problems.append("tolerance must be a finite number >= 0 with a tolerance_reason")
+    if problems:
+        raise ReproError(f"{where}: {'; '.join(problems)}")
+    return entry
+
+
+def read_manifest(path: Path) -> list[ManifestEntry]:
+    """The manifest's entries; a missing or malformed manifest is one ReproError naming the file and entry."""
+    import yaml
+
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ReproError(f"{path}: release manifest not found; run from the repository root, pass --manifest, "
+                         "or write one with `repro release`") from None
+    except yaml.YAMLError as exc:
+        raise ReproError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(document, dict) or document.get("version") != MANIFEST_VERSION \
+            or not isinstance(document.get("checkpoints"), list):
+        raise ReproError(f"{path}: expected a mapping with version: {MANIFEST_VERSION} and a checkpoints list")
+    entries, seen = [], set()
+    for number, raw in enumerate(document["checkpoints"], 1):
+        entry = _entry_from(raw, f"{path}: checkpoint {number}")
+        if (entry.model, entry.dataset) in seen:
+            raise ReproError(f"{path}: checkpoint {number}: {entry.key} is listed twice")
+        seen.add((entry.model, entry.dataset))
+        entries.append(entry)
+    return entries
+
+
+def entry_as_yaml(entry: ManifestEntry) -> dict:
+    raw = asdict(entry)
+    raw["urls"] = list(entry.urls)
+    raw["preprocessing"] = {"image_size": entry.preprocessing.image_size, "mean": list(entry.preprocessing.mean),
+                            "std": list(entry.preprocessing.std), "resize": entry.preprocessing.resize}
+    return raw
+
+
+def render_manifest(entries: Sequence[ManifestEntry]) -> bytes:
+    import yaml
+
+    header = ("# Released fine-tuned checkpoints, written by `repro release`; verified by `repro eval --all`.\n"
+              "# Each file is pinned by sha256 and size; urls are tried in order (relative ones are relative to\n"
+              "# this file's folder). value is what the run recorded on the split; tolerance says how far a\n"
+              "# re-evaluation may land from it, and why.\n")
+    body = yaml.safe_dump({"version": MANIFEST_VERSION, "checkpoints": [entry_as_yaml(e) for e in entries]},
+                          sort_keys=False, width=120, allow_unicode=True)
+    return (header + body).encode()
+
+
+def find_entry(entries: Sequence[ManifestEntry], model: str, dataset: str, manifest: Path) -> ManifestEntry:
+    for entry in entries:
+        if (entry.model, entry.dataset) == (model, dataset):
+            return entry
+    listed = ", ".join(e.key for e in entries) or "none"
+    raise UsageError(f"{manifest} has no checkpoint for {model} on {dataset} (it lists: {listed}); without a pinned "
+                     "sha256 and recorded metric there is nothing to verify against")
+
+
+# --- getting the bytes, verified -----------------------------------------------------------------------------------
+
+def format_of(name: str) -> str:
+    suffix = Path(urlsplit(name).path if "://" in name else name).suffix.lower()
+    if suffix not in FORMATS:
+        raise ReproError(f"{name}: unknown checkpoint format {suffix!r}; expected .safetensors (or, with "
+                         "--allow-pickle, .pt/.pth/.bin)")
+    return FORMATS[suffix]
+
+
+def resolve(checkpoint: str) -> str:
+    """--checkpoint: a URL (https/file only) or a local path, relative to the working directory."""
+    return check_url(checkpoint) if "://" in checkpoint else checkpoint
+
+
+def manifest_sources(entry: ManifestEntry, manifest: Path) -> list[str]:
+    """The entry's URLs as absolute URLs: relative ones resolve against the manifest's own location."""
+    base = Path(manifest).resolve().as_uri()
+    return [check_url(urljoin(base, url)) for url in entry.urls]
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "repro" / "checkpoints"
+
+
+def obtain(entry: ManifestEntry, source: str, cache_dir: Path, *, allow_pickle: bool = False,
+           on_progress: Progress | None = None) -> Path:
+    """The checkpoint of `entry` from `source` (URL or path), as a local file whose sha256 and size match the
+    manifest. Pickles are refused here, before a byte is read, unless `allow_pickle`."""
+    found_format = format_of(source)
+    if found_format == PICKLE and not allow_pickle:
+        raise ReproError(f"{source}: a pickle checkpoint (.pt/.pth/.bin) can run code when loaded; refused. "
+                         "Ask for the .safetensors release, or pass --allow-pickle to load it with "
+                         "torch.load(weights_only=True) after its sha256 is verified")
+    if found_format != entry.format:
+        raise ReproError(f"{source}: a {found_format} file, but the manifest pins a {entry.format} file for "
+                         f"{entry.key}")
+    parts = urlsplit(source) if "://" in source else None
+    if parts is not None and parts.scheme != "file":
+        name = Path(parts.path).name
+        target = Path(cache_dir) / entry.model / entry.dataset / f"{entry.sha256[:16]}-{name}"
+        # download() hashes while streaming and renames only a file that matches: nothing else sees bad bytes
+        return download(source, target, sha256=entry.sha256, size=entry.size,
+                        max_bytes=MAX_CHECKPOINT_BYTES, on_progress=on_progress).path
+    path = file_url_path(source) if parts is not None else Path(source)
+    if not path.is_file():
+        raise Unreachable(f"{path}: checkpoint not found" + (" (run `repro release` to write the released "
+                                                             "checkpoints)" if parts is not None else ""))
+    size = path.stat().st_size
+    if size != entry.size:
+        raise ReproError(f"{path}: {size} bytes, the manifest pins {entry.size} for {entry.key}; refused before "
+                         "loading (truncated or not the released file)")
+    digest = sha256_file(path)
+    if digest != entry.sha256:
+        raise ReproError(f"{path}: sha256 {digest} does not match the manifest's {entry.sha256} for {entry.key}; "
+                         "refused before loading (modified or not the released file)")
+    return path
+
+
+# --- loading and matching ------------------------------------------------------------------------------------------
+
+def load_tensors(path: Path, fmt: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(state dict, metadata) of a verified file; tensors only, nothing executed."""
+    if fmt == SAFETENSORS:
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+        except (SafetensorError, OSError) as exc:
+            raise ReproError(f"{path}: not a readable safetensors file ({exc})") from None
+    import torch
+
+    try:
+        # weights_only=True: the restricted unpickler accepts tensors and plain containers, nothing callable
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # what the restricted unpickler refuses surfaces as various exception types
+        raise ReproError(f"{path}: refused to load (not a plain tensor checkpoint under "
+                         f"torch.load(weights_only=True)): {str(exc).splitlines()[0]}") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise ReproError(f"{path}: expected a flat state dict of tensors, found {type(state).__name__}")
+    return state, {}
+
+
+def state_dict_problems(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> list[str]:
+    """Missing, unexpected and shape-mismatched keys of `found` against the architecture's `expected`."""
+    def listed(kind: str, items: list[str]) -> str:
+        more = f" and {len(items) - _SHOWN} more" if len(items) > _SHOWN else ""
+        return f"{len(items)} {kind}: {', '.join(items[:_SHOWN])}{more}"
+
+    missing = sorted(expected.keys() - found.keys())
+    unexpected = sorted(found.keys() - expected.keys())
+    shapes = [f"{k} {tuple(found[k].shape)} vs {tuple(expected[k].shape)}"
+              for k in sorted(expected.keys() & found.keys()) if found[k].shape != expected[k].shape]
+    return [listed(kind, items) for kind, items in (("missing", missing), ("unexpected", unexpected),
+                                                     ("shape mismatches (checkpoint vs model)", shapes)) if items]
+
+
+def build_checked(model: str, num_classes: int, image_size: int, state: dict[str, torch.Tensor],
+                  where: str) -> nn.Module:
+    """`model` with random init, then `state` loaded strictly; a mismatch is one error listing every kind."""
+    from repro.models import build_model
+
+    net = build_model(model, num_classes, pretrained=False, image_size=image_size)
+    problems = state_dict_problems(net.state_dict(), state)
+    if problems:
+        raise ReproError(f"{where}: does not fit {model} with {num_classes} classes at {image_size} px: "
+                         + "; ".join(problems))
+    net.load_state_dict(state, strict=True)
+    return net
+
+
+# --- evaluating ----------------------------------------------------------------------------------------------------
+
+def split_images(dataset: str, split: str, prepared_dir: Path, split_file: Path):
+    """(ids, uint8 images, class ids) of one split of the prepared dataset, checked against its labels."""
+    import numpy as np
+
+    from repro.datasets import DATASETS
+    from repro.datasets.generic import LABELS_FILE, decode_images, read_labels
+    from repro.splits import read_split
+
+    spec = DATASETS[dataset]
+    if not (Path(prepared_dir) / LABELS_FILE).is_file():
+        raise ReproError(f"{prepared_dir}: prepared images of {dataset} not found; run `repro data prepare "
+                         f"{dataset}` first")
+    rows = [r for r in read_split(split_file) if r[2] == split]
+    if not rows:
+        raise ReproError(f"{split_file}: no rows in split {split!r}")
+    labelled = dict(read_labels(prepared_dir))
+    class_index = {c: i for i, c in enumerate(spec.classes)}
+    bad = [r[0] for r in rows if labelled.get(r[0]) != r[1] or r[1] not in class_index]
+    if bad:
+        raise ReproError(f"{split_file}: {len(bad)} ids disagree with {prepared_dir} (first: {bad[0]}); re-run "
+                         f"`repro data prepare {dataset}`")
+    ids = [r[0] for r in rows]
+    targets = np.array([class_index[r[1]] for r in rows], dtype=np.int64)
+    return ids, decode_images(prepared_dir, ids), targets
+
+
+def predict_scores(net: nn.Module, images, pre: Preprocessing, multilabel: bool, device: str = "cpu"):
+    """Class scores for `images`, computed as training measured them (repro.train.predict, eval transform)."""
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from repro.datasets.transforms import eval_transform
+    from repro.train import predict
+
+    transform = eval_transform(pre.image_size, pre.mean, pre.std)
+    batch = torch.stack([transform(image) for image in images])
+    dev = torch.device(device)
+    net = net.to(dev, memory_format=torch.channels_last)
+    return predict(net, TensorDataset(batch, torch.zeros(len(batch))), dev, multilabel)
+
+
+@dataclass
+class Verdict:
+    model: str
+    dataset: str
+    source: str
+    verdict: str  # "pass", "fail" (re-evaluated, outside tolerance) or "error" (refused or could not evaluate)
+    metric: str
+    recorded: float | None
+    value: float | None = None
+    difference: float | None = None
+    tolerance: float | None = None
+    tolerance_reason: str = ""
+    sha256: str | None = None
+    split: str | None = None
+    images: int | None = None
+    detail: str = ""
+
+
+def verify_entry(entry: ManifestEntry, source: str, *, prepared_dir: Path, split_file: Path, cache_dir: Path,
+                 allow_pickle: bool = False, device: str = "cpu",
+                 on_progress: Progress | None = None) -> Verdict:
+    """Verify one checkpoint end to end (see the module docstring); a refusal raises ReproError."""
+    from repro.datasets import DATASETS
+    from repro.metrics import METRICS
+
+    spec = DATASETS[entry.dataset]
+    path = obtain(entry, source, cache_dir, allow_pickle=allow_pickle, on_progress=on_progress)
+    # the split must be the very one the recorded value was measured on
+    if not Path(split_file).is_file():
+        raise ReproError(f"{split_file}: missing split file; run `repro data prepare {entry.dataset}`")
+    split_digest = sha256_file(split_file)
+    if split_digest != entry.split_sha256:
+        raise ReproError(f"{split_file}: sha256 {split_digest[:16]}... differs from the split the checkpoint was "
+                         f"measured on ({entry.split_sha256[:16]}...); restore it with `git checkout -- "
+                         f"{split_file}`")
+    state, _ = load_tensors(path, entry.format)
+    net = build_checked(entry.model, entry.num_classes, entry.preprocessing.image_size, state, str(path))
+    ids, images, targets = split_images(entry.dataset, entry.split, prepared_dir, split_file)
+    scores = predict_scores(net, images, entry.preprocessing, spec.multilabel, device)
+    value = float(METRICS[entry.metric](targets, scores))
+    difference = value - entry.value
+    # 1e-12: the recorded value went through YAML; a tolerance of 0 must still accept the identical number
+    verdict = "pass" if abs(difference) <= entry.tolerance + 1e-12 else "fail"
+    return Verdict(entry.model, entry.dataset, str(path), verdict, entry.metric, entry.value, value, difference,
+                   entry.tolerance, entry.tolerance_reason, entry.sha256, entry.split, len(ids))
+
+
+def verify_all(entries: Sequence[ManifestEntry], manifest: Path, *, prepared_root: Path, splits_dir: Path,
+               cache_dir: Path, checkpoint: str | None = None, allow_pickle: bool = False, device: str = "cpu",
+               progress: Callable[[str], Progress | None] | None = None) -> list[Verdict]:
+    """Verify each entry (from `checkpoint` when given, else from its manifest URLs in order); one entry's
+    refusal is its verdict ("error" with the reason) and the others still run.
+
+    Only an unreachable copy (repro.download.Unreachable) moves on to the entry's next URL; a copy that was read
+    and refused is the verdict, so a tampered mirror is never papered over by a good one.
+    """
+    verdicts = []
+    for entry in entries:
+        sources = [resolve(checkpoint)] if checkpoint else manifest_sources(entry, manifest)
+        verdict, problems = None, []
+        for source in sources:
+            try:
+                verdict = verify_entry(entry, source, prepared_dir=Path(prepared_root) / entry.dataset,
+                                       split_file=Path(splits_dir) / entry.split_file, cache_dir=cache_dir,
+                                       allow_pickle=allow_pickle, device=device,
+                                       on_progress=progress(entry.key) if progress else None)
+                break
+            except Unreachable as error:
+                problems.append(str(error))
+            except ReproError as error:
+                problems.append(str(error))
+                break
+        verdicts.append(verdict or Verdict(entry.model, entry.dataset, sources[0], "error", entry.metric,
+                                           entry.value, tolerance=entry.tolerance,
+                                           tolerance_reason=entry.tolerance_reason, sha256=entry.sha256,
+                                           split=entry.split, detail=" | ".join(problems)))
+    return verdicts
+
+
+def report(verdicts: Sequence[Verdict], manifest: Path) -> dict:
+    from repro.results import provenance
+
+    counts = {v: sum(1 for x in verdicts if x.verdict == v) for v in ("pass", "fail", "error")}
+    return {"manifest": str(manifest), "counts": counts, "checkpoints": [asdict(v) for v in verdicts],
+            "provenance": provenance()}

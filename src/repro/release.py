@@ -1,0 +1,169 @@
+"""Release a study's best checkpoints: self-describing safetensors files and the manifest that pins them.
+
+For each finished run folder (results/runs/MODEL/DATASET: run.json, predictions.csv, model.safetensors) the
+released file holds the run's tensors unchanged plus one metadata entry, `repro`, a JSON object with the model,
+dataset, classes, preprocessing (image size, mean, std, resize rule), metric and recorded value, the split and its
+file's sha256, and where the run came from. One metadata key because safetensors writes several in an order that
+changes from process to process, and a release must hash the same every time it is rebuilt.
+
+The manifest (paper/checkpoints.yaml, see repro.evaluate) pins each file's sha256 and size, and states how far a
+re-evaluation may land from the recorded value, and why (`tolerance`, `tolerance_reason`). For accuracy the bound
+is measured from the run's own predictions: only an image whose two best class probabilities are within
+NEAR_TIE of each other can change its arg-max when another CPU sums in another order (float32 reordering moves
+a probability by about 1e-6), so the tolerance is (such images) / (images). Other metrics take the tolerance the
+releaser states. Exercised by `repro release`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from repro.download import sha256_file
+from repro.errors import ReproError
+from repro.evaluate import SAFETENSORS, ManifestEntry, Preprocessing, build_checked, render_manifest
+from repro.results import PREDICTIONS_FILE, RUN_FILE, WEIGHTS_FILE, read_run
+from repro.splits import atomic_write
+
+NEAR_TIE = 1e-4  # 100x the float32 drift of a softmax probability between CPUs
+METADATA_KEY = "repro"
+CHECKPOINT_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """A finished run folder, and the split file its value was measured on."""
+
+    run_dir: Path
+    split_file: Path
+
+
+def released_path(checkpoints_dir: Path, model: str, dataset: str) -> Path:
+    """The name rule: the model's structured name is a path (models.ModelSpec.path), the dataset the file name."""
+    from repro.models import MODELS
+
+    return Path(checkpoints_dir) / MODELS[model].path / f"{dataset}.safetensors"
+
+
+def near_ties(predictions: Path) -> tuple[int, int]:
+    """(images whose top-2 class scores are within NEAR_TIE, images) in a run's predictions.csv."""
+    try:
+        with open(predictions, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except FileNotFoundError:
+        raise ReproError(f"{predictions}: missing; re-run `repro finetune` for this run") from None
+    close = 0
+    for row in rows:
+        scores = sorted((float(v) for k, v in row.items() if k.startswith("score_")), reverse=True)
+        if len(scores) >= 2 and scores[0] - scores[1] < NEAR_TIE:
+            close += 1
+    return close, len(rows)
+
+
+def tolerance_for(metric: str, predictions: Path, stated: float | None) -> tuple[float, str]:
+    if metric == "accuracy":
+        close, total = near_ties(predictions)
+        if total == 0:
+            raise ReproError(f"{predictions}: no predictions; re-run `repro finetune` for this run")
+        return close / total, (
+            f"{close} of {total} {Path(predictions).parent.name} report-split images have their two best class "
+            f"probabilities within {NEAR_TIE:g} in the recorded predictions; only those can change their arg-max "
+            f"under float32 summation-order drift between CPUs (~1e-6), and each moves accuracy by 1/{total}. "
+            "Evaluate on CPU (GPU TF32 convolutions drift more).")
+    if stated is None:
+        raise ReproError(f"the tolerance of a {metric} checkpoint is not derived automatically; state one with "
+                         "`repro release --tolerance VALUE`")
+    return stated, f"stated by the releaser (`repro release --tolerance {stated:g}`) for the {metric} metric"
+
+
+def export(ref: RunRef, target: Path, *, base_url: str | None = None, manifest_dir: Path,
+           tolerance: float | None = None) -> ManifestEntry:
+    """Write `ref`'s checkpoint to `target` with its metadata (atomic, unchanged when identical) and return its
+    manifest entry. The tensors are checked against the architecture first: a release that `repro eval` could not
+    load is refused here."""
+    from safetensors import safe_open
+    from safetensors.torch import save
+
+    from repro.datasets import DATASETS
+
+    run_dir = Path(ref.run_dir)
+    record = read_run(run_dir / RUN_FILE)
+    where = f"{run_dir / RUN_FILE}"
+    if record.get("status") != "ok" or record.get("value") is None:
+        raise ReproError(f"{where}: status {record.get('status')!r}, no checkpoint to release")
+    model, dataset = record["model"], record["dataset"]
+    spec = DATASETS[dataset]
+    config = record["config"]
+    weights = run_dir / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ReproError(f"{weights}: missing; re-run `repro finetune --model {model} --dataset {dataset}`")
+    with safe_open(str(weights), framework="pt", device="cpu") as f:
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    build_checked(model, spec.num_classes, int(config["image_size"]), state, str(weights))
+    if not Path(ref.split_file).is_file():
+        raise ReproError(f"{ref.split_file}: missing split file; run `repro data prepare {dataset}`")
+    pre = Preprocessing(int(config["image_size"]), tuple(config["mean"]), tuple(config["std"]))
+    tol, reason = tolerance_for(record["metric"], run_dir / PREDICTIONS_FILE, tolerance)
+    provenance = record.get("provenance") or {}
+    source = {"run": str(run_dir), "git_sha": provenance.get("git_sha"), "device": record.get("device"),
+              "torch": (provenance.get("libraries") or {}).get("torch"), "chosen": record.get("chosen"),
+              "pretrained": record.get("pretrained")}
+    meta = {"format_version": CHECKPOINT_FORMAT_VERSION, "model": model, "dataset": dataset,
+            "classes": list(spec.classes), "num_classes": spec.num_classes, "metric": record["metric"],
+            "value": record["value"], "split": record["report_split"], "split_file": Path(ref.split_file).name,
+            "split_sha256": sha256_file(ref.split_file),
+            "preprocessing": {"image_size": pre.image_size, "mean": list(pre.mean), "std": list(pre.std),
+                              "resize": pre.resize}, "source": source}
+    data = save({k: v.contiguous() for k, v in state.items()},
+                metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
+    target = Path(target)
+    if not (target.is_file() and target.read_bytes() == data):
+        atomic_write(target, data)
+    # relative to the manifest's folder, so a clone verifies the files wherever it lives
+    here, base = target.resolve(), Path(manifest_dir).resolve()
+    relative = here.relative_to(base).as_posix() if here.is_relative_to(base) else here.as_uri()
+    urls = [relative] + ([f"{base_url.rstrip('/')}/{relative}"] if base_url else [])
+    return ManifestEntry(model=model, dataset=dataset, urls=tuple(urls), sha256=hashlib.sha256(data).hexdigest(),
+                         size=len(data), format=SAFETENSORS, split=meta["split"], split_file=meta["split_file"],
+                         split_sha256=meta["split_sha256"], metric=record["metric"], value=float(record["value"]),
+                         tolerance=tol, tolerance_reason=reason, preprocessing=pre, num_classes=spec.num_classes,
+                         source=source)
+
+
+def release(refs: Sequence[RunRef], checkpoints_dir: Path, manifest: Path, *, base_url: str | None = None,
+            tolerance: float | None = None, on_done=None) -> list[ManifestEntry]:
+    """Export every run in `refs` under `checkpoints_dir` and write `manifest` (atomic) listing them all.
+
+    Every run is exported before the manifest is written, so a failure leaves the previous manifest in place.
+    """
+    if base_url is not None and not base_url.startswith("https://"):
+        raise ReproError(f"--base-url {base_url!r}: published checkpoints must be served over https://")
+    entries = []
+    for ref in refs:
+        entry = export(ref, released_path(checkpoints_dir, *_identity(ref)), base_url=base_url,
+                       manifest_dir=Path(manifest).parent, tolerance=tolerance)
+        entries.append(entry)
+        if on_done is not None:
+            on_done(entry)
+    atomic_write(manifest, render_manifest(entries))
+    return entries
+
+
+def _identity(ref: RunRef) -> tuple[str, str]:
+    record = read_run(Path(ref.run_dir) / RUN_FILE)
+    return record["model"], record["dataset"]
+
+
+def read_metadata(path: Path) -> dict:
+    """The `repro` metadata of a released file (safe: reads the JSON header only)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        raw = (f.metadata() or {}).get(METADATA_KEY)
+    if raw is None:
+        raise ReproError(f"{path}: no {METADATA_KEY!r} metadata; not a checkpoint written by `repro release`")
+    return json.loads(raw)
