@@ -152,3 +152,22 @@ def test_a_saved_state_from_another_config_is_not_resumed(tmp_path, change):
     _, fresh = go(2, "b")
     assert "resumed_from" not in resumed
     assert [c["curve"] for c in resumed["configs"]] == [c["curve"] for c in fresh["configs"]]
+
+
+def test_strict_protocol_selects_on_a_slice_of_train_and_records_it(tmp_path):
+    from repro.config import parse_params
+    from repro.study import STRICT_SPLIT, finetune_to_dir
+
+    root = tiny_study(tmp_path / "study", {"train": 80, "val": 20, "test": 30})
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["finetune"].update(lrs=[1e-2], epochs=1, protocol="strict", strict_val_fraction=0.25)
+    fp = parse_params(params).finetune
+    status, record = finetune_to_dir(MODEL, "digits", fp, root / "data/prepared/digits",
+                                     root / "data/splits/digits.csv", root / "weights.lock.json", root / "run")
+    assert status == "done" and record["select_split"] == STRICT_SPLIT and record["report_split"] == "test"
+    assert record["strict_selection"]["images"] == 20 and record["config"]["protocol"] == "strict"
+    carved = (root / "run/selection_split.csv").read_text().splitlines()
+    assert carved[0] == "id,label,split" and len(carved) == 21
+    train_ids = {line.split(",")[0] for line in (root / "data/splits/digits.csv").read_text().splitlines()
+                 if line.endswith(",train")}
+    assert {line.split(",")[0] for line in carved[1:]} <= train_ids
