@@ -519,7 +519,7 @@ def sweep(
 def plan(
     params: ParamsOpt = layout.PARAMS,
     device: Annotated[str, typer.Option(help="Device kind of the throughput table to estimate with "
-                                        "(e.g. cuda-h200, cpu).")] = "cuda-h200",
+                                        "(cpu, or a GPU kind once measured, e.g. cuda-h200).")] = "cpu",
     throughput: Annotated[Path, typer.Option(help="Measured images/s (benchmarks/finetune_throughput.py).")]
     = Path("benchmarks/throughput.csv"),
     measured: Annotated[bool, typer.Option("--measured", help="Report the compute finished runs recorded "
