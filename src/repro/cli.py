@@ -344,10 +344,10 @@ def finetune(
     from repro.errors import UsageError
     from repro.models import MODELS
 
+    p = _params(params)  # first: it registers the study's own datasets (repro.datasets.own)
     for name, registry in ((model, MODELS), (dataset, DATASETS)):
         if name is not None:
             registry[name]  # unknown names fail here with the list of valid ones
-    p = _params(params)
     if dry_run:
         from repro.plan import resolve_plan
 

@@ -62,6 +62,9 @@ def run_job(job: Job, fp: FinetuneParams, threads: int, device: str | None = Non
 
     os.chdir(job.root)
     torch.set_num_threads(threads)
+    from repro.datasets.own import register_saved
+
+    register_saved(Path(job.split_path).parent)  # the study's own datasets, known in this fresh process too
     device = device or _WORKER_DEVICE
     if device is not None:
         fp = dataclasses.replace(fp, device=device)
