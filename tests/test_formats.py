@@ -46,7 +46,7 @@ def test_aptos_verify_lists_every_problem(tmp_path):
     joined = "\n".join(problems)
     assert f"{tmp_path}/train.csv:4: diagnosis '7' out of range 0..4" in problems
     assert f"{tmp_path}: duplicate id '000a9c0f00' (2 rows: train.csv:2, train.csv:29)" in problems
-    assert f"{tmp_path}/train_images/ffffffffff.png: missing image" in problems
+    assert f"{tmp_path}/train_images/ffffffffff.png: missing image (train.csv:30)" in problems
     assert f"{tmp_path}/train_images/001a9c0f01.png: does not decode" in joined
     assert f"{tmp_path}/train_images/005a9c0f05.png: does not decode (UnidentifiedImageError" in joined
     assert f"{tmp_path}: train.csv rows: 29, published 3662" in problems
@@ -90,8 +90,8 @@ def test_cct20_problems(tmp_path):
         "annotations[0], train_annotations.json annotations[4])",
         f"{tmp_path}: train images: 3, published 13553",
         f"{tmp_path}: cis_val images: 3, published 3484",
-        f"{tmp_path}/{cct20.IMAGES}/ghost.jpg: missing image",
-        f"{tmp_path}/{cct20.IMAGES}/a.jpg: missing image",
+        f"{tmp_path}/{cct20.IMAGES}/ghost.jpg: missing image (train_annotations.json annotations[3])",
+        f"{tmp_path}/{cct20.IMAGES}/a.jpg: missing image (cis_val_annotations.json annotations[0])",
     ]
     (folder / "cis_test_annotations.json").write_text("[1, 2]")
     (folder / "cis_val_annotations.json").unlink()
@@ -127,7 +127,7 @@ def test_melanoma_problems(tmp_path):
                         f"{path}:4: tfrecord 'x' is neither -1 nor a fold id >= 0",
                         f"{tmp_path}: duplicate id 'ISIC_2000001' (2 rows: jpeg-melanoma-512x512/train.csv:2, "
                         "jpeg-isic2019-512x512/train.csv:7)",
-                        f"{path.parent}/train/ISIC_2000001.jpg: missing image"]
+                        f"{path.parent}/train/ISIC_2000001.jpg: missing image (jpeg-isic2019-512x512/train.csv:7)"]
     path.write_text("image_name,target\n")
     assert verify_dataset("melanoma", tmp_path) == [f"{path}: missing column(s) tfrecord (found ['image_name', "
                                                     "'target'])"]
@@ -153,9 +153,8 @@ def test_hpa_problems(tmp_path, monkeypatch):
         f"{split}:6: Target '1 28' is not space-separated label ids 0..27",
         f"{tmp_path}: train: 2, published 22582", f"{tmp_path}: val: 1, published 5664",
         f"{tmp_path}: test_val: 0, published 2826",
-        f"{tmp_path}/train/{HPA[0][0]}_yellow.png: missing image",
-        f"{tmp_path}/train/nowhere_red.png: missing image", f"{tmp_path}/train/nowhere_green.png: missing image",
-        f"{tmp_path}/train/nowhere_blue.png: missing image", f"{tmp_path}/train/nowhere_yellow.png: missing image"]
+        f"{tmp_path}/train/{HPA[0][0]}_yellow.png: missing image ({hpa.SPLIT_FILE}:2)",
+        *(f"{tmp_path}/train/nowhere_{c}.png: missing image ({hpa.SPLIT_FILE}:4)" for c in hpa.CHANNELS)]
 
 
 def test_prepare_writes_only_the_pinned_split_for_a_real_dataset(tmp_path):
@@ -186,7 +185,7 @@ def test_cli_data_verify(tmp_path):
     assert done.returncode == 1 and "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()
     assert lines[0] == f"error: aptos in {tmp_path}: 2 problem(s)"
-    assert lines[1] == f"  {tmp_path}/train_images/000a9c0f00.png: missing image"
+    assert lines[1] == f"  {tmp_path}/train_images/000a9c0f00.png: missing image (train.csv:2)"
     assert lines[2].startswith(f"  {tmp_path}/train_images/001a9c0f01.png: does not decode")
     done = run([REPRO, "data", "verify", "digits"], ROOT)
     assert done.stdout.startswith("ok: digits")

@@ -87,3 +87,67 @@ def test_a_diverging_config_is_recorded_and_loses_the_selection():
     assert best_config([result, good, tie]) == 1  # first of equal scores, diverged never chosen
     assert best_config([result]) is None
     assert np.isfinite(good.select_value)
+
+
+# --- the protocol as data: strict selection, the resolved plan, the compute estimate ---------------------------
+
+def test_strict_selection_is_stratified_seeded_and_recorded():
+    from collections import Counter
+
+    from repro.study import STRICT_SPLIT, carve_selection
+
+    rows = [(f"id{i}", str(i % 3), "train" if i < 90 else "test") for i in range(120)]
+    carved, info = carve_selection(rows, 0.2, seed=0)
+    held = [r for r in carved if r[2] == STRICT_SPLIT]
+    assert len(held) == 18 and Counter(r[1] for r in held) == {"0": 6, "1": 6, "2": 6}  # stratified
+    assert [r for r in carved if r[2] == "test"] == rows[90:]  # the reported split is untouched
+    again, info2 = carve_selection(rows, 0.2, seed=0)
+    assert again == carved and info == info2 and info["stratified_by"] == "label" and info["images"] == 18
+    assert carve_selection(rows, 0.2, seed=1)[1]["ids_sha256"] != info["ids_sha256"]
+    multi = [(f"m{i}", f"{i % 2} {i % 5 + 7}-{i}", "train") for i in range(40)]  # every label string unique
+    assert carve_selection(multi, 0.25, seed=0)[1]["stratified_by"] == "first label"
+
+
+def test_last_epoch_selection_takes_the_final_epoch():
+    splits, targets = toy_splits()
+    protocol = Protocol(**{**PROTOCOL.__dict__, "selection": "last_epoch"})
+    result = train_config(tiny_model, splits, targets, protocol, 0.05, 0.0, accuracy, select="val", report="test")
+    assert result.best_epoch == protocol.epochs
+
+
+def test_the_paper_plan_spells_out_every_protocol_element():
+    from repro.config import load_params
+    from repro.plan import resolve_plan
+
+    from conftest import ROOT
+
+    plan = resolve_plan(load_params(ROOT / "profiles/paper.yaml"))
+    p = plan["protocol"]
+    assert p["lr grid"] == [1e-2, 1e-3, 1e-4, 1e-5] and p["wd grid"] == [1e-3, 1e-4, 1e-5, 1e-6, 0.0]
+    assert "wd / lr" in p["optimizer"] and "T_max = 30" in p["schedule"] and p["batch size"] == 128
+    assert p["configs per run"] == 20 and plan["runs"] == 19 * 6 and plan["fine_tunes"] == 2280
+    assert p["mixed precision"] == "off (fp32)" or p["device"].startswith("cuda")
+    by_name = {d["dataset"]: d for d in plan["datasets"]}
+    assert by_name["hpa"]["loss"].startswith("BCE") and by_name["aptos"]["loss"] == "cross-entropy"
+    assert by_name["eurosat"]["image size"] == 224 and by_name["cct20"]["image size"] == 256
+    assert by_name["aptos"]["channel order"].startswith("bgr") and by_name["cassava"]["channel order"] == "rgb"
+    assert by_name["aptos"]["select on"] == by_name["aptos"]["report"] == "heldout"
+    squeeze = next(m for m in plan["models"] if "squeezenet" in m["model"])
+    assert squeeze["head"].startswith("classifier.1") and "0.485" in squeeze["normalization"]
+
+
+def test_estimate_and_compute_report_add_up():
+    from repro.plan import compute_report, estimate
+
+    plan = {"protocol": {"epochs": 2}, "grid": 3, "models": [{"model": "m"}],
+            "datasets": [{"dataset": "d", "select on": "val", "report": "test", "image size": 64}]}
+    table = [{"model": "m", "device": "cpu", "image_size": 128, "train_img_s": 10.0, "eval_img_s": 40.0}]
+    result = estimate(plan, {"d": ({"train": 100, "val": 20, "test": 20}, "split file")}, table, "cpu")
+    assert result["images"] == 3 * 2 * 140
+    # rates measured at 128 px scale by pixel count to 64 px: 4x faster
+    assert result["hours"] == pytest.approx(3 * 2 * (100 / 40 + 40 / 160) / 3600)
+    assert estimate(plan, {"d": (None, "unknown")}, table, "cpu")["unmeasured"] == 1
+    report = compute_report([{"model": "m", "dataset": "d", "train_seconds": 5.0, "wall_seconds": 7.0,
+                              "train_images": 50, "device": "cpu"}] * 2)
+    assert report["total"] == {"runs": 2, "train_seconds": 10.0, "wall_seconds": 14.0, "train_images": 100}
+    assert report["per_model"]["m"]["runs"] == 2 and report["devices"] == ["cpu"]

@@ -41,9 +41,17 @@ err = Console(stderr=True, width=_WIDTH)
 ParamsOpt = Annotated[Path, typer.Option("--params", help="Parameters file of the study.")]
 
 
+def _register_own() -> None:
+    """Make the user's own datasets (data/splits/NAME.spec.json, repro.datasets.own) known to every verb."""
+    from repro.datasets.own import register_saved
+
+    register_saved(layout.SPLITS)
+
+
 def _params(path: Path):
     from repro.config import load_params
 
+    _register_own()
     return load_params(path)
 
 
@@ -83,32 +91,135 @@ def data_verify(
     """Check a local copy of a dataset in its published layout; list every problem (exit 1 if any)."""
     from repro.datasets.raw import raise_problems, verify_dataset
 
+    _register_own()
     raw_dir = raw or layout.RAW / name
     raise_problems(f"{name} in {raw_dir}", verify_dataset(name, raw_dir, decode=decode, counts=counts))
     out.print(f"[green]ok[/]: {name} in {raw_dir} matches its published layout", highlight=False)
 
 
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="Dataset name (cct20, aptos, hpa, melanoma, cassava, eurosat) or all.")],
+    force: Annotated[bool, typer.Option(help="Fetch again even if data/raw/NAME exists (replaced atomically).")]
+    = False,
+    keep_archives: Annotated[bool, typer.Option(
+        "--keep-archives/--delete-archives", help="Keep the downloaded archives in data/downloads/NAME.")] = True,
+    dvc: Annotated[bool, typer.Option(
+        "--dvc/--no-dvc", help="Record the fetched folder in DVC (`dvc add data/raw/NAME` -> data/raw/NAME.dvc).")]
+    = True,
+) -> None:
+    """Download a dataset from its original source, verify its checksums, unpack it atomically into data/raw/NAME."""
+    import subprocess
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from repro.datasets import fetch as fetcher
+    from repro.datasets.raw import verify_dataset
+    from repro.download import rich_progress_factory
+
+    names = list(fetcher.SOURCES) if name == "all" else [name]
+    if name != "all" and name not in fetcher.SOURCES:
+        from repro.errors import UsageError
+
+        raise UsageError(f"unknown dataset {name!r} for fetch; valid: {', '.join(fetcher.SOURCES)}, all")
+    api = os.environ.get("REPRO_KAGGLE_API", fetcher.KAGGLE_API)  # a mirror, or the tests' local server
+    failures = []
+    for item in names:
+        with rich_progress_factory(err) as bar, Progress(TextColumn("{task.description}"), BarColumn(),
+                                                         MofNCompleteColumn(), console=err, transient=True) as up:
+            tasks: dict[str, int] = {}
+
+            def on_unpack(file: str, done: int, total: int) -> None:
+                if file not in tasks:
+                    tasks[file] = up.add_task(f"unpacking {file}", total=total)
+                up.update(tasks[file], completed=done)
+
+            try:
+                result = fetcher.fetch(item, layout.RAW, layout.DOWNLOADS, layout.FETCH_LOCK, kaggle_api=api,
+                                       force=force, keep_archives=keep_archives, bar=bar, on_unpack=on_unpack)
+            except ReproError as error:
+                if name != "all":
+                    raise
+                failures.append(f"{item}: {error}")
+                continue
+        for note in result.notes:
+            err.print(f"[yellow]note[/] {note}", highlight=False, soft_wrap=True)
+        if result.status == "present":
+            continue
+        for f in result.files:
+            out.print(f"[green]{f['status']}[/] {item}: {f['file']} ({f['size']} bytes, sha256 {f['sha256'][:16]})",
+                      highlight=False)
+        problems = verify_dataset(item, result.raw_dir, decode=False)
+        if problems:
+            err.print(f"[yellow]{item}: {len(problems)} problem(s) in the unpacked layout[/] (first: {problems[0]}); "
+                      f"run `repro data verify {item}`", highlight=False, soft_wrap=True)
+        if dvc and Path(".dvc").is_dir():
+            done = subprocess.run(["dvc", "add", str(result.raw_dir)], capture_output=True, text=True)
+            if done.returncode != 0:
+                err.print(f"[yellow]dvc add {result.raw_dir} failed[/]: {done.stderr.strip().splitlines()[-1:]}",
+                          highlight=False, soft_wrap=True)
+            else:
+                out.print(f"recorded {result.raw_dir} in DVC: commit {result.raw_dir}.dvc and {layout.FETCH_LOCK}",
+                          highlight=False)
+        out.print(f"[green]fetched[/] {item} -> {result.raw_dir}", highlight=False)
+    if failures:
+        raise ReproError(f"{len(failures)} dataset(s) not fetched\n  " + "\n  ".join(failures))
+
+
 @data_app.command("prepare")
 def data_prepare(
-    name: Annotated[str, typer.Argument(help="Dataset name, e.g. digits.")],
+    name: Annotated[str, typer.Argument(help="Dataset name (e.g. digits, aptos), or your own images: folder:PATH "
+                                             "(one sub-folder per class) or csv:PATH (columns path,label).")],
     raw: Annotated[Path | None, typer.Option(help="Raw data folder [default: data/raw/NAME].")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Prepared folder [default: data/prepared/NAME].")]
     = None,
     split: Annotated[Path | None, typer.Option(help="Split file [default: data/splits/NAME.csv].")] = None,
     repin: Annotated[bool, typer.Option(help="Accept a split that differs from its pinned sha256.")] = False,
     counts: CountsOpt = True,
+    skip_corrupt: Annotated[bool, typer.Option(
+        "--skip-corrupt", help="Leave out rows whose image is missing or does not decode (own data: also "
+                               "duplicate paths and empty labels), and write a report of them.")] = False,
+    own_name: Annotated[str | None, typer.Option(
+        "--name", help="Name of your own dataset [default: the folder's or CSV's name].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of your own data's 60/20/20 split [default: "
+                                                  "prepare.seed in params].")] = None,
+    size: Annotated[int, typer.Option(help="Model input size for your own data.")] = 224,
     params: ParamsOpt = layout.PARAMS,
 ) -> None:
-    """Verify a dataset's raw data and write its split file (id,label,split) and, for digits, prepared images."""
-    from repro.datasets import DATASETS
+    """Verify a dataset's raw data and write its pinned split file (id,label,split) and prepared folder."""
+    from repro.datasets import DATASETS, own
     from repro.study import prepare
 
-    DATASETS[name]  # unknown names fail here with the list of valid ones
     p = _params(params)
-    info = prepare(name, raw or layout.RAW / name, out_dir or layout.PREPARED / name,
-                   split or layout.split_file(name), layout.PINS, p.prepare.seed, repin=repin, counts=counts)
+    source = own.parse_source(name)
+    if source is not None:
+        kind, path = source
+        info = own.prepare_own(kind, path, own_name, layout.SPLITS, layout.PINS,
+                               p.prepare.seed if seed is None else seed, size, skip_corrupt=skip_corrupt,
+                               repin=repin)
+        name = info["dataset"]
+    else:
+        DATASETS[name]  # unknown names fail here with the list of valid ones
+        info = prepare(name, raw or layout.RAW / name, out_dir or layout.PREPARED / name,
+                       split or layout.split_file(name), layout.PINS, p.prepare.seed, repin=repin, counts=counts,
+                       skip_corrupt=skip_corrupt)
+    if info["skipped"]:
+        from repro.splits import atomic_write
+
+        report = (split or layout.split_file(name)).with_suffix(".skipped.txt")
+        atomic_write(report, ("\n".join(info["skipped"]) + "\n").encode())
+        err.print(f"[yellow]skipped[/] {len(info['skipped'])} row(s) (--skip-corrupt), listed in {report}:",
+                  highlight=False)
+        for line in info["skipped"][:20]:
+            err.print(f"  {line}", highlight=False, soft_wrap=True)
+        if len(info["skipped"]) > 20:
+            err.print(f"  ... and {len(info['skipped']) - 20} more in {report}", highlight=False)
     sizes = ", ".join(f"{k} {v}" for k, v in sorted(info["splits"].items()))
-    out.print(f"[green]prepared[/] {name}: {info['images']} images ({sizes}); split sha256 {info['sha256'][:16]}")
+    out.print(f"[green]prepared[/] {name}: {info['images']} images ({sizes}); split sha256 {info['sha256'][:16]}",
+              highlight=False)
+    if source is not None:
+        out.print(f"{info['classes']} classes, seed {info['seed']}; spec {info['spec']}. Fine-tune with "
+                  f"`repro finetune --model M --dataset {name}`", highlight=False)
 
 
 class Format(str, Enum):
@@ -214,49 +325,251 @@ def models_verify(name: Annotated[str, typer.Argument(help="Model name or 'all'.
 
 @app.command()
 def finetune(
-    model: Annotated[str, typer.Option(help="Model name, see `repro models list`.")],
-    dataset: Annotated[str, typer.Option(help="Dataset name.")],
+    model: Annotated[str | None, typer.Option(help="Model name, see `repro models list`.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset name.")] = None,
     params: ParamsOpt = layout.PARAMS,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder [default: results/runs/MODEL/DATASET].")]
     = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the fully resolved plan (every protocol element, "
+                                          "per model and dataset) and train nothing.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Retrain even if a finished run with the same config "
+                                        "exists.")] = False,
 ) -> None:
-    """Fine-tune one model on one dataset over the lr x wd grid; write run.json, predictions and weights."""
-    import time
+    """Fine-tune one model on one dataset over the lr x wd grid; write run.json, predictions and weights.
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    State is saved after every epoch beside the run folder (MODEL/DATASET.state/): after a kill, the same command
+    continues where it stopped. A finished run with the same resolved config is skipped.
+    """
     from repro.datasets import DATASETS
+    from repro.errors import UsageError
     from repro.models import MODELS
 
+    p = _params(params)  # first: it registers the study's own datasets (repro.datasets.own)
+    for name, registry in ((model, MODELS), (dataset, DATASETS)):
+        if name is not None:
+            registry[name]  # unknown names fail here with the list of valid ones
+    if dry_run:
+        from repro.plan import resolve_plan
+
+        _print_plan(resolve_plan(p, [model] if model else None, [dataset] if dataset else None))
+        return
+    if model is None or dataset is None:
+        raise UsageError("finetune needs --model and --dataset (or --dry-run to see the plan of the whole study)")
     spec = MODELS[model]
-    DATASETS[dataset]
-    p = _params(params)
     fp = p.finetune
     grid = len(fp.lrs) * len(fp.wds)
     run_dir = out_dir or layout.run_dir(spec.path, dataset)
-    from repro.results import provenance, write_run
-    from repro.study import finetune as run_finetune
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    started = time.perf_counter()
+    from repro.study import finetune_to_dir
+
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[last]}"), console=err) as progress:
         task = progress.add_task(f"{spec.name} on {dataset}", total=grid * fp.epochs, last="")
 
         def on_epoch(config: int, epoch: int, record: dict) -> None:
-            progress.update(task, advance=1, last=f"config {config + 1}/{grid} epoch {epoch}: "
-                                                  f"select {record['select']:.3f}")
+            progress.update(task, completed=config * fp.epochs + epoch,
+                            last=f"config {config + 1}/{grid} epoch {epoch}: select {record['select']:.3f}")
 
-        output = run_finetune(model, dataset, fp, layout.PREPARED / dataset, layout.split_file(dataset),
-                              layout.WEIGHTS_LOCK, on_epoch)
+        cache_task = progress.add_task("decoding images once into the cache", total=None, last="",
+                                       visible=False)
+
+        def on_cache(done: int, total: int) -> None:
+            progress.update(cache_task, completed=done, total=total, visible=done < total)
+
+        status, record = finetune_to_dir(model, dataset, fp, layout.data_dir(dataset), layout.split_file(dataset),
+                                         layout.WEIGHTS_LOCK, run_dir, on_epoch, force=force,
+                                         cache_root=layout.CACHE, on_cache=on_cache)
         progress.update(task, completed=grid * fp.epochs)
-    record = {**output.record, "wall_seconds": round(time.perf_counter() - started, 3), "provenance": provenance()}
-    write_run(run_dir, record, output.predictions, output.state_dict)
-    if record["status"] == "ok":
+    if status == "skipped":
+        out.print(f"[green]skipped[/] {spec.name} on {dataset}: finished with the same config in {run_dir} "
+                  "(--force to retrain)")
+    elif record["status"] == "ok":
         c = record["chosen"]
+        resumed = record.get("resumed_from")
+        note = f" (resumed at config {resumed['config'] + 1}, epoch {resumed['epoch']})" if resumed else ""
         out.print(f"[green]done[/] {spec.name} on {dataset}: {record['metric']} {record['value']:.4f} "
-                  f"(lr {c['lr']:g}, wd {c['wd']:g}, epoch {c['epoch']}) -> {run_dir}")
+                  f"(lr {c['lr']:g}, wd {c['wd']:g}, epoch {c['epoch']}){note} -> {run_dir}")
     else:
         out.print(f"[yellow]diverged[/] {spec.name} on {dataset}: every config had a non-finite loss -> {run_dir}")
+
+
+def _print_plan(plan: dict) -> None:
+    from rich.table import Table
+
+    def cell(value) -> str:
+        return value if isinstance(value, str) else json.dumps(value)
+
+    table = Table(title=f"fine-tuning protocol ({plan['profile']} profile)", show_header=False)
+    table.add_column("element")
+    table.add_column("value", overflow="fold")
+    for key, value in plan["protocol"].items():
+        table.add_row(key, cell(value))
+    out.print(table)
+    # One column per dataset: the per-dataset elements read down, however many datasets there are.
+    table = Table(title="per dataset")
+    table.add_column("element")
+    for row in plan["datasets"]:
+        table.add_column(row["dataset"], overflow="fold")
+    for key in list(plan["datasets"][0])[1:]:
+        table.add_row(key, *(cell(row[key]) for row in plan["datasets"]))
+    out.print(table)
+    table = Table(title="per model")
+    for column in plan["models"][0]:
+        table.add_column(column, overflow="fold")
+    for row in plan["models"]:
+        table.add_row(*(cell(v) for v in row.values()))
+    out.print(table)
+    out.print(f"{plan['runs']} runs x {plan['grid']} configs x {plan['protocol']['epochs']} epochs = "
+              f"{plan['fine_tunes']} fine-tunes")
+
+
+class Launcher(str, Enum):
+    local = "local"
+    slurm = "slurm"
+
+
+@app.command()
+def sweep(
+    model: Annotated[list[str] | None, typer.Option(help="Only this model (repeatable) [default: params].")] = None,
+    dataset: Annotated[list[str] | None, typer.Option(help="Only this dataset (repeatable) [default: params].")]
+    = None,
+    params: ParamsOpt = layout.PARAMS,
+    launcher: Annotated[Launcher, typer.Option(help="local: a process pool here; slurm: submitit job arrays.")]
+    = Launcher.local,
+    devices: Annotated[str, typer.Option(help="local: 'auto' (every GPU, else CPU), or e.g. 'cuda:0,cuda:1'.")]
+    = "auto",
+    workers: Annotated[int | None, typer.Option(min=1, help="local: worker count (CPU, or fewer GPUs).")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="local: torch threads per worker [default: "
+                                                "CPU cores / workers].")] = None,
+    partition: Annotated[str | None, typer.Option(help="slurm: partition [default: the cluster's].")] = None,
+    time_min: Annotated[int, typer.Option(min=1, help="slurm: time limit per task, minutes; a task that runs out "
+                                          "is requeued and resumes.")] = 24 * 60,
+    gpus_per_task: Annotated[int, typer.Option(min=0, help="slurm: GPUs per task (0: CPU).")] = 1,
+    cpus_per_task: Annotated[int, typer.Option(min=1, help="slurm: CPUs per task (torch threads).")] = 8,
+    mem_gb: Annotated[int | None, typer.Option(min=1, help="slurm: memory per task, GB.")] = None,
+    array_parallelism: Annotated[int, typer.Option(min=1, help="slurm: tasks running at once.")] = 32,
+    slurm_folder: Annotated[Path | None, typer.Option(help="slurm: submitit folder [default: "
+                                                      "results/slurm/<time>].")] = None,
+    dvc_commit: Annotated[bool | None, typer.Option("--dvc-commit/--no-dvc-commit", help="Record finished runs in "
+                          "dvc.lock so `dvc repro` treats them as done [default: when dvc.yaml is here].")] = None,
+) -> None:
+    """Run many (model, dataset) fine-tunes into results/runs/, locally or on SLURM; resumable, skips finished."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from repro import launch
+    from repro.datasets import DATASETS
+    from repro.models import MODELS
+
+    p = _params(params)
+    models = model or list(p.finetune.models)
+    datasets = dataset or list(p.finetune.datasets)
+    for name in models:
+        MODELS[name]
+    for name in datasets:
+        DATASETS[name]
+    root = Path.cwd().resolve()
+    jobs = [launch.Job(m, d, str(root / layout.run_dir(MODELS[m].path, d)), str(root / layout.data_dir(d)),
+                       str(root / layout.split_file(d)), str(root / layout.WEIGHTS_LOCK), str(root),
+                       str(root / layout.CACHE))
+            for m in models for d in datasets]
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[last]}"), console=err) as progress:
+        task = progress.add_task(f"sweep ({launcher.value})", total=len(jobs), last="")
+
+        def on_done(result: dict) -> None:
+            progress.update(task, advance=1, last=f"{result['status']}: {result['model']} on {result['dataset']}")
+
+        if launcher is Launcher.local:
+            results = launch.run_local(jobs, p.finetune, launch.local_devices(devices, workers), threads, on_done)
+        else:
+            folder = slurm_folder or layout.RESULTS / "slurm" / time.strftime("%Y%m%d-%H%M%S")
+            options = launch.SlurmOptions(folder=folder.resolve(), partition=partition, time_min=time_min,
+                                          gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, mem_gb=mem_gb,
+                                          array_parallelism=array_parallelism)
+            results = launch.run_slurm(jobs, p.finetune, options, on_done)
+    from rich.table import Table
+
+    table = Table(title=f"sweep: {len(jobs)} runs ({launcher.value})")
+    for column in ("model", "dataset", "status", "metric", "value"):
+        table.add_column(column)
+    style = {"done": "green", "skipped": "cyan", "failed": "red"}
+    for r in results:
+        value = "-" if r.get("value") is None else f"{r['value']:.4f}"
+        status = r["status"] + (f" ({r['run']})" if r.get("run") == "diverged" else "")
+        table.add_row(r["model"], r["dataset"], f"[{style.get(r['status'], 'yellow')}]{status}[/]",
+                      r.get("metric") or "-", value)
+    out.print(table)
+    finished = [job for job, r in zip(jobs, results) if r["status"] in ("done", "skipped")]
+    if dvc_commit is None:
+        dvc_commit = (root / "dvc.yaml").is_file() and params == layout.PARAMS
+    if dvc_commit and finished:
+        stages = launch.dvc_commit(root, finished)
+        out.print(f"[green]dvc commit[/]: {len(stages)} finetune stage(s) recorded in dvc.lock")
+    failed = [r for r in results if r["status"] == "failed"]
+    if failed:
+        raise ReproError(f"{len(failed)} of {len(jobs)} runs failed; rerun the same command to retry them "
+                         "(finished runs are skipped)\n  "
+                         + "\n  ".join(f"{r['model']} on {r['dataset']}: {r['error']}" for r in failed))
+
+
+@app.command()
+def plan(
+    params: ParamsOpt = layout.PARAMS,
+    device: Annotated[str, typer.Option(help="Device kind of the throughput table to estimate with "
+                                        "(cpu, or a GPU kind once measured, e.g. cuda-h200).")] = "cpu",
+    throughput: Annotated[Path, typer.Option(help="Measured images/s (benchmarks/finetune_throughput.py).")]
+    = Path("benchmarks/throughput.csv"),
+    measured: Annotated[bool, typer.Option("--measured", help="Report the compute finished runs recorded "
+                                           "(run.json) instead of the estimate.")] = False,
+) -> None:
+    """The study's size before it runs (runs, images, estimated device-hours), or its measured compute after."""
+    from rich.table import Table
+
+    from repro import plan as planning
+    from repro.models import MODELS
+
+    p = _params(params)
+    fp = p.finetune
+    if measured:
+        from repro.results import RUN_FILE
+
+        records = []
+        for m in fp.models:
+            for d in fp.datasets:
+                path = layout.run_dir(MODELS[m].path, d) / RUN_FILE
+                if path.is_file():
+                    records.append(json.loads(path.read_text()))
+        report = planning.compute_report(records)
+        for title, rows in (("per model", report["per_model"]), ("per dataset", report["per_dataset"]),
+                            ("total", {"all": report["total"]})):
+            table = Table(title=f"measured compute, {title} ({len(records)} finished runs; devices: "
+                                f"{', '.join(report['devices']) or '-'})")
+            for column in ("name", "runs", "train hours", "wall hours", "train images", "img/s"):
+                table.add_column(column, justify="left" if column == "name" else "right")
+            for name, row in rows.items():
+                rate = row["train_images"] / row["train_seconds"] if row["train_seconds"] else 0
+                table.add_row(name, str(row["runs"]), f"{row['train_seconds'] / 3600:.3f}",
+                              f"{row['wall_seconds'] / 3600:.3f}", f"{row['train_images']:,}", f"{rate:,.0f}")
+            out.print(table)
+        return
+    resolved = planning.resolve_plan(p)
+    sizes = {d: planning.split_sizes(d, layout.split_file(d)) for d in fp.datasets}
+    estimate = planning.estimate(resolved, sizes, planning.read_throughput(throughput), device)
+    table = Table(title=f"{p.profile} study on {device}: {resolved['runs']} runs x {resolved['grid']} configs x "
+                        f"{fp.epochs} epochs")
+    for column in ("model", "dataset", "images processed", "est. device-hours", "note"):
+        table.add_column(column, justify="right" if column in ("images processed", "est. device-hours") else "left")
+    for r in estimate["rows"]:
+        table.add_row(r["model"], r["dataset"], "-" if r["images"] is None else f"{r['images']:,}",
+                      "-" if r["hours"] is None else f"{r['hours']:.2f}", r["note"])
+    out.print(table)
+    unmeasured = f" ({estimate['unmeasured']} runs without a measured rate or size not counted)" \
+        if estimate["unmeasured"] else ""
+    out.print(f"total: {resolved['fine_tunes']} fine-tunes, {estimate['images']:,} images processed, "
+              f"{estimate['hours']:.1f} device-hours on {device}{unmeasured}")
 
 
 @app.command()

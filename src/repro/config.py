@@ -44,6 +44,19 @@ class FinetuneParams:
     seed: StrictInt
     device: StrictStr  # "auto", "cpu", "cuda", "cuda:1", ...
     num_workers: Annotated[StrictInt, Field(ge=0)]
+    # paper: select epoch and config on the dataset's selection split, which for APTOS, Cassava, EuroSAT and Melanoma
+    # is the reported split itself (PAPER.md section 4). strict: select on a stratified, seeded slice carved out of
+    # train (strict_val_fraction of it), so the reported split never influences selection.
+    protocol: Literal["paper", "strict"]
+    strict_val_fraction: Annotated[float, Field(gt=0, lt=1)]
+    selection: Literal["best_epoch", "last_epoch"]  # best_epoch: the paper's best validation epoch per config
+    amp: Literal["auto", "bf16", "off"]  # auto: bf16 autocast on CUDA where supported, fp32 elsewhere
+    channels_last: StrictBool
+    compile: StrictBool  # torch.compile the model (GPU runs; compile time dominates small CPU runs)
+    deterministic: StrictBool  # deterministic kernels: on CPU a resumed run then equals an uninterrupted one
+    # "bgr" feeds CCT-20, APTOS, HPA and Melanoma with channels reversed, as the authors' cv2.imread loaders did
+    # (PAPER.md section 4); the other datasets are RGB either way (repro.datasets.loaders).
+    channel_order: Literal["rgb", "bgr"] = "rgb"
 
 
 @dataclass(frozen=True, config=_STRICT)

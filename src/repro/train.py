@@ -1,21 +1,35 @@
 """Fine-tune one model on one dataset over a grid of (lr, wd) configs, the authors' way (PAPER.md section 4).
 
-Every epoch is evaluated on the selection and the report split; a config scores its best selection epoch, the best
-config wins, and the report metric is read at that epoch. No file layout here: callers hand in datasets and get back
-plain values. Exercised by `repro finetune`.
+Every epoch is evaluated on the selection and the report split; a config scores its best selection epoch (or its
+last, `selection: last_epoch`), the best config wins, and the report metric is read at that epoch. `run_grid` saves
+its whole state after every epoch into a `StateStore` folder (atomic writes, loaded without executing code), so a
+run killed at any moment continues where it stopped; on CPU in deterministic mode the resumed result is identical
+to an uninterrupted run. No file layout here: callers hand in datasets and folders and get back plain values.
+Exercised by `repro finetune` and `repro sweep`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import io
+import json
 import math
+import os
+import random
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+
+from repro.errors import ReproError
+from repro.splits import atomic_write
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
 
@@ -30,6 +44,11 @@ class Protocol:
     seed: int
     device: str = "cpu"
     num_workers: int = 0
+    selection: str = "best_epoch"  # "best_epoch" (the paper) | "last_epoch"
+    amp: str = "auto"  # "auto": bf16 on CUDA where supported, off elsewhere | "bf16" | "off"
+    channels_last: bool = True
+    compile: bool = False
+    deterministic: bool = False
 
 
 @dataclass
@@ -52,11 +71,37 @@ class ConfigResult:
     def report_value(self) -> float | None:
         return None if self.best_epoch is None else self.curve[self.best_epoch - 1]["report"]
 
+    def summary(self) -> dict:
+        """The JSON-able part (no tensors): what run.json and the state file keep of a config."""
+        return {"lr": self.lr, "wd": self.wd, "curve": self.curve, "best_epoch": self.best_epoch,
+                "diverged": self.diverged, "train_images": self.train_images, "train_seconds": self.train_seconds}
+
 
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for full fp32. bf16 needs no loss scaling, so it is the only one offered."""
+    if amp == "off":
+        return None
+    if amp == "bf16":
+        return torch.bfloat16
+    if amp == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    raise ValueError(f"unknown amp setting {amp!r}")
+
+
+def set_deterministic(on: bool) -> None:
+    """Deterministic kernels where torch has them (CPU training is deterministic for a fixed thread count)."""
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
 
 
 def make_optimizer(parameters, protocol: Protocol, lr: float, wd: float) -> torch.optim.Optimizer:
@@ -69,23 +114,132 @@ def make_optimizer(parameters, protocol: Protocol, lr: float, wd: float) -> torc
     raise ValueError(f"unknown optimizer {protocol.optimizer!r}")
 
 
+STEP_MILESTONES = (15, 20, 25)  # the authors' step schedule, gamma 0.1
+
+
 def make_scheduler(optimizer: torch.optim.Optimizer, protocol: Protocol):
     if protocol.schedule == "cosine":  # stepped once per epoch, T_max = epochs
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=protocol.epochs)
     if protocol.schedule == "step":  # the authors' alternative: x0.1 at epochs 15, 20, 25
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[15, 20, 25], gamma=0.1)
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(STEP_MILESTONES), gamma=0.1)
     raise ValueError(f"unknown schedule {protocol.schedule!r}")
 
 
-def predict(model: nn.Module, dataset, device: torch.device, multilabel: bool, batch_size: int = 256) -> np.ndarray:
+def predict(model: nn.Module, dataset, device: torch.device, multilabel: bool, batch_size: int = 256, *,
+            channels_last: bool = True, amp: torch.dtype | None = None) -> np.ndarray:
     """Class probabilities (N, C) in dataset order."""
     model.eval()
     outputs = []
-    with torch.inference_mode():
+    memory = torch.channels_last if channels_last else torch.contiguous_format
+    with torch.inference_mode(), torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
         for images, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-            logits = model(images.to(device, memory_format=torch.channels_last)).float()
+            logits = model(images.to(device, memory_format=memory)).float()
             outputs.append((logits.sigmoid() if multilabel else logits.softmax(dim=1)).cpu())
     return torch.cat(outputs).numpy()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Saved state. `progress.pt` (torch.save, read back with weights_only=True: tensors, numbers, strings, lists and
+# dicts only) holds the finished configs' curves and the running config's model, optimizer, scheduler and RNG
+# states; the best weights live in separate safetensors files named by (config, epoch), written only when they
+# change, so an epoch does not rewrite them. Every file is written to a temp name and renamed; a file that the last
+# progress.pt does not name is left over from a kill and is deleted on open.
+
+PROGRESS = "progress.pt"
+LOCK = "lock"
+
+
+class StateStore:
+    """One run's state folder. Holds an exclusive lock while open, so two processes never run the same run."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self._lock = None
+
+    def __enter__(self) -> StateStore:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.folder / LOCK, "w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise ReproError(f"{self.folder}: another process is running this fine-tune (it holds {LOCK}); "
+                             "wait for it or stop it") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def load(self) -> dict | None:
+        path = self.folder / PROGRESS
+        if not path.is_file():
+            self.tidy(set())
+            return None
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a corrupt file cannot come from an atomic rename; say so rather than guess
+            raise ReproError(f"{path}: unreadable saved state ({exc.__class__.__name__}); delete {self.folder} "
+                             "to start this run over") from None
+        self.tidy(set(state.get("files", [])))
+        return state
+
+    def save(self, state: dict) -> None:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        atomic_write(self.folder / PROGRESS, buffer.getvalue())
+        self.tidy(set(state.get("files", [])))
+
+    def save_best(self, name: str, weights: Mapping[str, torch.Tensor], scores: np.ndarray) -> None:
+        from safetensors.torch import save
+
+        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in weights.items()}
+        tensors["report_scores"] = torch.from_numpy(np.ascontiguousarray(scores))
+        atomic_write(self.folder / name, save(tensors))
+
+    def load_best(self, name: str) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+        from safetensors.torch import load_file
+
+        tensors = load_file(self.folder / name)
+        scores = tensors.pop("report_scores").numpy()
+        return {k.removeprefix("model."): v for k, v in tensors.items()}, scores
+
+    def tidy(self, keep: set[str]) -> None:
+        """Delete what a kill left behind: temp files and best-weight files no saved progress names."""
+        for path in self.folder.iterdir():
+            if path.name in (PROGRESS, LOCK) or path.name in keep:
+                continue
+            path.unlink(missing_ok=True)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _rng_state(loader_generator: torch.Generator) -> dict:
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "loader": loader_generator.get_state(),
+             "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
+             "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict, loader_generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    loader_generator.set_state(state["loader"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _scheduler_state(scheduler) -> dict:
+    # MultiStepLR keeps its milestones in a Counter, which a weights-only load refuses; they come from the protocol.
+    return {k: v for k, v in scheduler.state_dict().items() if k != "milestones"}
 
 
 def train_config(
@@ -101,31 +255,56 @@ def train_config(
     report: str,
     multilabel: bool = False,
     on_epoch: Callable[[int, dict], None] | None = None,
+    resume: dict | None = None,
+    checkpoint: Callable[[ConfigResult, dict, bool], None] | None = None,
 ) -> ConfigResult:
-    """Train one (lr, wd) config for `protocol.epochs`; keep the report scores and weights of its best epoch."""
+    """Train one (lr, wd) config for `protocol.epochs`; keep the report scores and weights of its selected epoch.
+
+    `resume` is a snapshot an earlier `checkpoint` call received (model, optimizer, scheduler, RNG states and the
+    result so far); `checkpoint(result, snapshot, best_changed)` is called after every epoch.
+    """
     device = resolve_device(protocol.device)
+    amp = resolve_amp(protocol.amp, device)
+    memory = torch.channels_last if protocol.channels_last else torch.contiguous_format
     torch.manual_seed(protocol.seed)  # same init and data order for every config of a grid
-    model = build().to(device, memory_format=torch.channels_last)
+    model = build().to(device, memory_format=memory)
     optimizer = make_optimizer(model.parameters(), protocol, lr, wd)
     scheduler = make_scheduler(optimizer, protocol)
     loss_fn: nn.Module = nn.BCEWithLogitsLoss() if multilabel else nn.CrossEntropyLoss()
+    generator = torch.Generator().manual_seed(protocol.seed)
     loader = DataLoader(
         splits["train"],
         batch_size=protocol.batch_size,
         shuffle=True,
         num_workers=protocol.num_workers,
-        generator=torch.Generator().manual_seed(protocol.seed),
+        generator=generator,
         pin_memory=device.type == "cuda",
         persistent_workers=protocol.num_workers > 0,
     )
     result = ConfigResult(lr=lr, wd=wd)
-    for epoch in range(1, protocol.epochs + 1):
+    start = 1
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        _set_rng_state(resume["rng"], generator)
+        saved = resume["result"]
+        result.curve, result.best_epoch = list(saved["curve"]), saved["best_epoch"]
+        result.train_images, result.train_seconds = saved["train_images"], saved["train_seconds"]
+        result.state_dict, result.report_scores = resume.get("best_weights"), resume.get("best_scores")
+        start = len(result.curve) + 1
+    # torch.compile wraps the module; weights and state are always read from the plain one, so files never depend
+    # on whether compile was on.
+    forward = torch.compile(model) if protocol.compile else model
+    for epoch in range(start, protocol.epochs + 1):
         model.train()
         started, total, count = time.perf_counter(), 0.0, 0
         for images, labels in loader:
-            images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
+            images = images.to(device, non_blocking=True, memory_format=memory)
             labels = labels.to(device, non_blocking=True)
-            loss = loss_fn(model(images), labels.float() if multilabel else labels)
+            with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+                logits = forward(images)
+            loss = loss_fn(logits.float(), labels.float() if multilabel else labels)
             if not torch.isfinite(loss):
                 result.diverged = True
                 break
@@ -139,7 +318,8 @@ def train_config(
         if result.diverged:  # a NaN loss ends this config; the grid goes on (recorded as diverged)
             break
         scheduler.step()
-        scores = {name: predict(model, splits[name], device, multilabel) for name in (select, report)}
+        scores = {name: predict(forward, splits[name], device, multilabel, channels_last=protocol.channels_last,
+                                amp=amp) for name in dict.fromkeys((select, report))}
         record = {
             "epoch": epoch,
             "train_loss": total / max(count, 1),
@@ -147,12 +327,18 @@ def train_config(
             "report": metric(targets[report], scores[report]),
         }
         result.curve.append(record)
-        if result.best_epoch is None or record["select"] > result.select_value:
+        improved = (protocol.selection == "last_epoch" or result.best_epoch is None
+                    or record["select"] > result.select_value)
+        if improved:
             result.best_epoch = epoch
             result.report_scores = scores[report]
             result.state_dict = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         if on_epoch is not None:
             on_epoch(epoch, record)
+        if checkpoint is not None:
+            snapshot = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": _scheduler_state(scheduler), "rng": _rng_state(generator)}
+            checkpoint(result, snapshot, improved)
     return result
 
 
@@ -161,3 +347,118 @@ def best_config(results: Sequence[ConfigResult]) -> int | None:
     finite = [i for i, r in enumerate(results) if r.best_epoch is not None]
     return max(finite, key=lambda i: results[i].select_value) if finite else None
 
+
+@dataclass
+class GridResult:
+    configs: list[ConfigResult]  # curves only; the chosen config's weights are below
+    chosen: int | None
+    report_scores: np.ndarray | None
+    state_dict: dict[str, torch.Tensor] | None
+    resumed_from: dict | None = None  # {"config": i, "epoch": e} when a saved state was picked up
+
+    @property
+    def train_seconds(self) -> float:
+        return sum(r.train_seconds for r in self.configs)
+
+    @property
+    def train_images(self) -> int:
+        return sum(r.train_images for r in self.configs)
+
+
+def fingerprint(document: Mapping) -> str:
+    """A stable text of the resolved run config; a saved state made under another config is not resumed."""
+    return json.dumps(document, sort_keys=True, default=str)
+
+
+def run_grid(
+    build: Callable[[], nn.Module],
+    splits: Mapping[str, object],
+    targets: Mapping[str, np.ndarray],
+    protocol: Protocol,
+    grid: Sequence[tuple[float, float]],
+    metric: Metric,
+    *,
+    select: str,
+    report: str,
+    multilabel: bool = False,
+    store: StateStore | None = None,
+    identity: str = "",
+    on_epoch: Callable[[int, int, dict], None] | None = None,
+) -> GridResult:
+    """Train every config of `grid` and pick the best by the selection split, saving state after every epoch.
+
+    With a `store`, a saved state whose `identity` matches is resumed: finished configs are not retrained, the
+    running one continues from its last finished epoch with its RNG states. Only the current leader's weights are
+    kept (in memory and on disk), never one copy per config.
+    """
+    set_deterministic(protocol.deterministic)
+    saved = store.load() if store is not None else None
+    if saved is not None and saved.get("identity") != identity:
+        saved = None  # made under another config: start over (the stale files go with the next save)
+    done: list[ConfigResult] = []
+    leader: int | None = None
+    leader_file: str | None = None
+    leader_weights, leader_scores = None, None
+    current = None
+    resumed_from = None
+    if saved is not None:
+        for entry in saved["done"]:
+            done.append(ConfigResult(**entry))
+        leader, leader_file = saved["leader"], saved["leader_file"]
+        if leader_file is not None:
+            leader_weights, leader_scores = store.load_best(leader_file)
+        current = saved["current"]
+        resumed_from = {"config": len(done), "epoch": 0 if current is None else len(current["result"]["curve"])}
+
+    def save(running: dict | None, files: list[str]) -> None:
+        if store is None:
+            return
+        store.save({"version": 1, "identity": identity, "done": [r.summary() for r in done], "leader": leader,
+                    "leader_file": leader_file, "current": running, "files": sorted(set(files))})
+
+    for index in range(len(done), len(grid)):
+        lr, wd = grid[index]
+        resume = None
+        best_file = None
+        if current is not None and current["index"] == index:
+            resume = dict(current)
+            best_file = current["best_file"]
+            if best_file is not None:
+                resume["best_weights"], resume["best_scores"] = store.load_best(best_file)
+        current = None
+
+        def checkpoint(result: ConfigResult, snapshot: dict, improved: bool, index=index) -> None:
+            nonlocal best_file
+            if store is None:
+                return
+            if improved and result.state_dict is not None:
+                best_file = f"best-c{index:03d}-e{result.best_epoch:03d}.safetensors"
+                store.save_best(best_file, result.state_dict, result.report_scores)
+            if len(result.curve) == protocol.epochs:
+                return  # the config is finished; the grid saves it below as done
+            save({"index": index, "result": result.summary(), "best_file": best_file, **snapshot},
+                 [f for f in (leader_file, best_file) if f])
+
+        callback = None if on_epoch is None else (lambda epoch, rec, i=index: on_epoch(i, epoch, rec))
+        result = train_config(build, splits, targets, protocol, lr, wd, metric, select=select, report=report,
+                              multilabel=multilabel, on_epoch=callback, resume=resume, checkpoint=checkpoint)
+        # The grid leader changes only on a strictly better score: first config wins ties, as in best_config.
+        if result.best_epoch is not None and (leader is None or result.select_value > done[leader].select_value):
+            leader, leader_file = index, best_file
+            leader_weights, leader_scores = result.state_dict, result.report_scores
+        result.state_dict, result.report_scores = None, None
+        done.append(result)
+        save(None, [leader_file] if leader_file else [])
+    return GridResult(done, leader, leader_scores, leader_weights, resumed_from)
+
+
+def cleanup_temp_files(folder: Path) -> None:
+    """Remove temp files an interrupted atomic write left in `folder` (they start with '.' and hold '.tmp-')."""
+    with contextlib.suppress(FileNotFoundError):
+        for path in Path(folder).iterdir():
+            if path.name.startswith(".") and ".tmp-" in path.name and path.is_file():
+                path.unlink(missing_ok=True)
+
+
+def protocol_dict(protocol: Protocol) -> dict:
+    return asdict(protocol)

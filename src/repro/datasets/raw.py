@@ -71,8 +71,34 @@ def _decode_problem(path: Path) -> str | None:
     return None
 
 
+def row_problems(raw_dir: Path, rows: Sequence[RawRow], *, decode: bool = True) -> list[tuple[RawRow, str]]:
+    """(row, problem) for each row whose image file is missing or, with `decode`, does not decode, naming the
+    file and the row it was read from; what `--skip-corrupt` may drop."""
+    raw_dir = Path(raw_dir)
+    first: dict[Path, RawRow] = {}
+    for row in rows:
+        for p in row.paths:
+            first.setdefault(raw_dir / p, row)
+    found: list[tuple[RawRow, str]] = []
+    present = []
+    for path, row in first.items():
+        if path.is_file():
+            present.append(path)
+        else:
+            found.append((row, f"{path}: missing image" + (f" ({row.where})" if row.where else "")))
+    if decode:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(8) as pool:  # PIL releases the GIL while decoding
+            for path, problem in zip(present, pool.map(_decode_problem, present)):
+                if problem:
+                    row = first[path]
+                    found.append((row, problem + (f" ({row.where})" if row.where else "")))
+    return found
+
+
 def check(raw_dir: Path, scan: Scan, published: dict[str, int], *, decode: bool = True,
-          counts: bool = True) -> list[str]:
+          counts: bool = True, images: bool = True) -> list[str]:
     """Every problem of a scanned raw folder: the scan's own, duplicate ids, counts against the published ones,
     missing image files (by name) and, with `decode`, images that do not decode."""
     raw_dir = Path(raw_dir)
@@ -88,17 +114,8 @@ def check(raw_dir: Path, scan: Scan, published: dict[str, int], *, decode: bool 
             found = scan.counts.get(key)
             if found is not None and found != expected:
                 problems.append(f"{raw_dir}: {key}: {found}, published {expected}")
-    present = []
-    for path in dict.fromkeys(raw_dir / p for r in scan.rows for p in r.paths):
-        if path.is_file():
-            present.append(path)
-        else:
-            problems.append(f"{path}: missing image")
-    if decode:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(8) as pool:  # PIL releases the GIL while decoding
-            problems.extend(p for p in pool.map(_decode_problem, present) if p)
+    if images:
+        problems.extend(problem for _, problem in row_problems(raw_dir, scan.rows, decode=decode))
     return problems
 
 
@@ -123,6 +140,12 @@ def verify_dataset(name: str, raw_dir: Path, *, decode: bool = True, counts: boo
     from repro.datasets import DATASETS
 
     raw_dir = Path(raw_dir)
+    if DATASETS[name].root:  # a user's own data: its recorded folder or CSV
+        from repro.datasets import own
+
+        kind, source = own.parse_source(DATASETS[name].source)
+        found = own.scan(kind, source, decode=decode)
+        return found.problems + [problem for _, problem in found.skippable]
     if DATASETS[name].embedded:
         from repro.datasets import embedded
 
@@ -139,6 +162,17 @@ def verify_dataset(name: str, raw_dir: Path, *, decode: bool = True, counts: boo
 def split_rows(name: str, raw_dir: Path, *, counts: bool = True) -> list[tuple[str, str, str]]:
     """(id, label, split) in the loader's file order, by the authors' rule; refuses raw data with any problem
     (images are checked for presence, not decoded: `repro data verify NAME` decodes them)."""
+    return split_rows_skipping(name, raw_dir, counts=counts)[0]
+
+
+def split_rows_skipping(name: str, raw_dir: Path, *, counts: bool = True,
+                        skip_corrupt: bool = False) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """split_rows, and with `skip_corrupt` the rows whose image is missing or does not decode (every image is
+    decoded then) left out of the split file instead of refused, with the list of what was left out.
+
+    The authors' rule still runs over every row of the published files, so the rows kept get exactly the split
+    they would have had; structural problems (a missing column, a bad label, duplicate ids, non-COCO JSON) are
+    never skipped, since they change the rule's input."""
     from repro.datasets import DATASETS
 
     raw_dir = Path(raw_dir)
@@ -146,5 +180,13 @@ def split_rows(name: str, raw_dir: Path, *, counts: bool = True) -> list[tuple[s
         raise ReproError(f"{raw_dir}: missing raw directory; {DATASETS[name].fetch_hint}")
     module = format_module(name)
     scan = module.scan(raw_dir)
-    raise_problems(f"{raw_dir}", check(raw_dir, scan, module.PUBLISHED, decode=False, counts=counts))
-    return [(r.id, r.label, s) for r, s in zip(scan.rows, module.assign(scan.rows), strict=True)]
+    structural = check(raw_dir, scan, module.PUBLISHED, decode=False, counts=counts, images=False)
+    images = row_problems(raw_dir, scan.rows, decode=skip_corrupt)
+    if skip_corrupt:
+        raise_problems(f"{raw_dir}", structural)
+    else:
+        raise_problems(f"{raw_dir}", structural + [problem for _, problem in images])
+    bad = {id(row) for row, _ in images}
+    rows = [(r.id, r.label, s) for r, s in zip(scan.rows, module.assign(scan.rows), strict=True)
+            if id(r) not in bad]
+    return rows, [problem for _, problem in images]

@@ -1,0 +1,209 @@
+"""The study's plan before it runs, and its measured compute after: pure functions over Params and run records.
+
+`resolve_plan` spells out every element of the fine-tuning protocol (PAPER.md section 4) as the code will apply it,
+per dataset (loss, splits, augmentation, size) and per model (normalization, head, input size); `estimate` turns
+the plan plus a table of measured throughput into runs, images processed and device-hours; `compute_report` sums
+what finished runs recorded. Exercised by `repro finetune --dry-run` and `repro plan`.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from repro.config import Params
+from repro.errors import ReproError
+
+# Images per split for planning before a dataset is prepared, from the published counts (PAPER.md section 3 and
+# repro.datasets.<name>.PUBLISHED); the 20% hold-out rule rounds per class, so APTOS/Cassava/EuroSAT are within a
+# few images. CCT-20 counts include the 'empty' images the loader drops. Melanoma has no published count.
+PUBLISHED_SPLITS: dict[str, dict[str, int] | None] = {
+    "cct20": {"train": 13553, "cis_val": 3484, "cis_test": 15827},
+    "aptos": {"train": 2930, "heldout": 732},
+    "hpa": {"train": 22582, "val": 5664, "test_val": 2826},
+    "melanoma": None,
+    "cassava": {"train": 17118, "heldout": 4279},
+    "eurosat": {"train": 21600, "heldout": 5400},
+}
+
+THROUGHPUT_COLUMNS = ("model", "device", "image_size", "batch_size", "amp", "train_img_s", "eval_img_s", "source")
+
+
+def _channel_order(fp, dataset: str) -> str:
+    from repro.datasets import DATASETS
+    from repro.datasets.loaders import effective_channel_order
+
+    order = effective_channel_order(DATASETS[dataset], fp.channel_order)
+    return "bgr (the authors' cv2.imread quirk)" if order == "bgr" else "rgb"
+
+
+def resolve_plan(p: Params, models: Sequence[str] | None = None, datasets: Sequence[str] | None = None) -> dict:
+    """Every protocol element as it will be applied; imports torch/torchvision/timm only for the normalization."""
+    from repro import models as zoo
+    from repro.datasets import DATASETS
+    from repro.study import STRICT_SPLIT
+    from repro.train import STEP_MILESTONES, resolve_amp, resolve_device
+
+    fp = p.finetune
+    models = list(models or fp.models)
+    datasets = list(datasets or fp.datasets)
+    device = resolve_device(fp.device)
+    amp = resolve_amp(fp.amp, device)
+    if fp.optimizer == "adamw":
+        optimizer = ("AdamW, weight_decay handed to torch = wd / lr (the authors' quirk)" if fp.adamw_wd_over_lr
+                     else "AdamW, weight_decay = wd")
+    else:
+        optimizer = "SGD momentum 0.9 nesterov, weight_decay = wd"
+    schedule = (f"cosine annealing, T_max = {fp.epochs} epochs, stepped once per epoch" if fp.schedule == "cosine"
+                else f"step: lr x0.1 at epochs {', '.join(map(str, STEP_MILESTONES))}")
+    selection = ("per config its best selection-split epoch" if fp.selection == "best_epoch"
+                 else "per config its last epoch")
+    protocol = {
+        "profile": p.profile,
+        "optimizer": optimizer,
+        "lr grid": list(fp.lrs),
+        "wd grid": list(fp.wds),
+        "configs per run": len(fp.lrs) * len(fp.wds),
+        "schedule": schedule,
+        "epochs": fp.epochs,
+        "batch size": fp.batch_size,
+        "selection": f"{selection}; the config with the best score (first on ties); report metric read at that "
+                     "epoch; a config with a non-finite loss is recorded as diverged and never chosen",
+        "protocol": ("paper: select on the dataset's selection split (the reported split itself for APTOS, "
+                     "Cassava, EuroSAT, Melanoma)" if fp.protocol == "paper" else
+                     f"strict: select on {STRICT_SPLIT}, a stratified {fp.strict_val_fraction:g} of train "
+                     f"(seed {fp.seed}), never on the reported split"),
+        "init": "ImageNet-pretrained weights, sha256-verified" if fp.pretrained else "random init",
+        "seed": fp.seed,
+        "device": str(device),
+        "mixed precision": "bf16 autocast" if amp is not None else "off (fp32)",
+        "memory format": "channels_last" if fp.channels_last else "contiguous",
+        "torch.compile": fp.compile,
+        "deterministic kernels": fp.deterministic,
+        "data loader workers": fp.num_workers,
+    }
+    rows = []
+    for name in datasets:
+        spec = DATASETS[name]
+        size = fp.image_size or spec.image_size
+        flips = [f for f, on in (("horizontal flip", spec.hflip), ("vertical flip", spec.vflip)) if on]
+        rows.append({
+            "dataset": name,
+            "classes": spec.num_classes,
+            "loss": "BCE with logits (multi-label, multi-hot targets)" if spec.multilabel else "cross-entropy",
+            "metric": spec.metric,
+            "select on": STRICT_SPLIT if fp.protocol == "strict" else spec.select_split,
+            "report": spec.report_split,
+            "image size": size,
+            "train transform": f"RandomResizedCrop({size}, scale={spec.crop_scale})"
+                               + "".join(f" + {f}" for f in flips),
+            "eval transform": f"Resize({size}) + CenterCrop({size})",
+            "channel order": _channel_order(fp, name),
+        })
+    model_rows = []
+    for name in models:
+        spec = zoo.MODELS[name]
+        mean, std = zoo.normalization(name)
+        sizes = sorted({fp.image_size or DATASETS[d].image_size for d in datasets})
+        model_rows.append({
+            "model": name,
+            "ImageNet top-1": spec.top1,
+            "image size": ", ".join(map(str, sizes)) + (" (built at that size)" if spec.fixed_input_size else ""),
+            "normalization": f"mean {[round(m, 4) for m in mean]}, std {[round(s, 4) for s in std]}",
+            "head": (("timm classifier reset to" if spec.library == "timm" else f"{spec.head} replaced by")
+                     + (" pool + linear" if spec.head_kind == "pool_linear" else " a new layer of its kind")
+                     + " with the dataset's class count"),
+        })
+    grid = len(fp.lrs) * len(fp.wds)
+    return {"profile": p.profile, "protocol": protocol, "datasets": rows, "models": model_rows,
+            "runs": len(models) * len(datasets), "grid": grid, "fine_tunes": len(models) * len(datasets) * grid}
+
+
+def split_sizes(dataset: str, split_file: Path | None) -> tuple[dict[str, int] | None, str]:
+    """Images per split: counted from the split file when it exists, else the published counts."""
+    if split_file is not None and Path(split_file).is_file():
+        from collections import Counter
+
+        from repro.splits import read_split
+
+        return dict(Counter(row[2] for row in read_split(split_file))), str(split_file)
+    counts = PUBLISHED_SPLITS.get(dataset)
+    return (dict(counts), "published counts") if counts else (None, "unknown until prepared")
+
+
+def read_throughput(path: Path) -> list[dict]:
+    """Measured images/s (benchmarks/throughput.csv, written by benchmarks/finetune_throughput.py --table)."""
+    try:
+        with open(path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            missing = [c for c in THROUGHPUT_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ReproError(f"{path}: missing columns {missing}")
+            rows = list(reader)
+    except FileNotFoundError:
+        raise ReproError(f"{path}: missing; measure with `python benchmarks/finetune_throughput.py --table`") from None
+    for number, row in enumerate(rows, 2):
+        try:
+            row["image_size"] = int(row["image_size"])
+            row["train_img_s"], row["eval_img_s"] = float(row["train_img_s"]), float(row["eval_img_s"])
+        except ValueError:
+            raise ReproError(f"{path}:{number}: image_size and img/s must be numbers") from None
+    return rows
+
+
+def _rate(table: Sequence[dict], model: str, device: str, size: int) -> dict | None:
+    """The measurement for (model, device kind), the nearest image size scaled by pixel count."""
+    rows = [r for r in table if r["model"] == model and r["device"] == device]
+    if not rows:
+        return None
+    row = min(rows, key=lambda r: abs(r["image_size"] - size))
+    scale = (row["image_size"] / size) ** 2
+    return {"train": row["train_img_s"] * scale, "eval": row["eval_img_s"] * scale, "row": row}
+
+
+def estimate(plan: dict, sizes: dict[str, tuple[dict[str, int] | None, str]], table: Sequence[dict],
+             device: str) -> dict:
+    """Images processed and device-hours per (model, dataset) and in total.
+
+    Per run: configs x epochs x (train images at the train rate + selection and report images at the eval rate).
+    Throughput comes from `table` for `device` (e.g. "cuda-h200", "cpu"); an unmeasured model gives no hours.
+    """
+    epochs, grid = plan["protocol"]["epochs"], plan["grid"]
+    rows = []
+    for m in plan["models"]:
+        for d in plan["datasets"]:
+            counts, source = sizes[d["dataset"]]
+            if counts is None:
+                rows.append({"model": m["model"], "dataset": d["dataset"], "images": None, "hours": None,
+                             "note": source})
+                continue
+            evaluated = sum(counts.get(s, 0) for s in {d["select on"], d["report"]})
+            train = counts.get("train", 0)
+            # strict: the carved selection split is part of train, so the total per epoch stays the same
+            images = grid * epochs * (train + evaluated)
+            rate = _rate(table, m["model"], device, d["image size"])
+            hours = None if rate is None else grid * epochs * (train / rate["train"] + evaluated / rate["eval"]) / 3600
+            rows.append({"model": m["model"], "dataset": d["dataset"], "images": images, "hours": hours,
+                         "note": source if rate else f"{source}; no throughput measured on {device}"})
+    known = [r["hours"] for r in rows if r["hours"] is not None]
+    return {"rows": rows, "images": sum(r["images"] or 0 for r in rows),
+            "hours": sum(known), "unmeasured": sum(1 for r in rows if r["hours"] is None)}
+
+
+def compute_report(records: Iterable[dict]) -> dict:
+    """Measured compute of finished runs (run.json): train seconds, wall seconds and images, per model, per
+    dataset and in total, with the devices that did the work."""
+    per_model: dict[str, dict] = {}
+    per_dataset: dict[str, dict] = {}
+    total = {"runs": 0, "train_seconds": 0.0, "wall_seconds": 0.0, "train_images": 0}
+    devices: set[str] = set()
+    for r in records:
+        devices.add(r.get("device", "?"))
+        for bucket in (per_model.setdefault(r["model"], dict.fromkeys(total, 0)),
+                       per_dataset.setdefault(r["dataset"], dict.fromkeys(total, 0)), total):
+            bucket["runs"] += 1
+            bucket["train_seconds"] += r.get("train_seconds") or 0.0
+            bucket["wall_seconds"] += r.get("wall_seconds") or 0.0
+            bucket["train_images"] += r.get("train_images") or 0
+    return {"per_model": per_model, "per_dataset": per_dataset, "total": total, "devices": sorted(devices)}
