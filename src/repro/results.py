@@ -73,8 +73,10 @@ def write_run(run_dir: Path, record: dict, predictions: Sequence[dict], state_di
         from safetensors.torch import save
 
         tensors = {k: v.contiguous() for k, v in state_dict.items()}
-        atomic_write(run_dir / WEIGHTS_FILE, save(tensors, metadata={"model": record["model"],
-                                                                     "dataset": record["dataset"]}))
+        # One metadata key: safetensors writes several in a per-process order, which would make the file's
+        # bytes (and so DVC's hash of the run) differ between two identical runs.
+        identity = json.dumps({"model": record["model"], "dataset": record["dataset"]}, sort_keys=True)
+        atomic_write(run_dir / WEIGHTS_FILE, save(tensors, metadata={"repro": identity}))
     atomic_write(run_dir / RUN_FILE, (json.dumps(record, indent=2, sort_keys=False) + "\n").encode())
     return run_dir / RUN_FILE
 
