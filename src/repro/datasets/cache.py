@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 VERSION = 1  # bump when the stored pixels would change for the same inputs
 PIXELS, INDEX, META = "pixels.u8", "index.npy", "meta.json"
+CHUNK = 256  # images decoded ahead of the writer
 
 
 def cache_key(root: Path, paths: Sequence[tuple[str, ...]], ids: Sequence[str], size: int,
@@ -136,9 +137,15 @@ def build(folder: Path, root: Path, ids: Sequence[str], paths: Sequence[tuple[st
         def load(i: int) -> np.ndarray:
             return resize_shorter(read_image(root, paths[i], channel_order, ids[i]), size)
 
-        with open(tmp / PIXELS, "wb") as handle, ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
-            # PIL and torch release the GIL while decoding/resizing; map() keeps the order
-            for i, pixels in enumerate(pool.map(load, range(len(ids)))):
+        def decoded():
+            # PIL and torch release the GIL while decoding/resizing; map() keeps the order. In chunks, so at most
+            # CHUNK decoded images wait in memory whatever the dataset's size.
+            with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
+                for start in range(0, len(ids), CHUNK):
+                    yield from pool.map(load, range(start, min(start + CHUNK, len(ids))))
+
+        with open(tmp / PIXELS, "wb") as handle:
+            for i, pixels in enumerate(decoded()):
                 data = pixels.tobytes()
                 handle.write(data)
                 content.update(data)
