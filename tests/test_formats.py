@@ -67,8 +67,8 @@ def test_missing_csv_and_missing_columns(tmp_path):
     assert verify_dataset("cassava", tmp_path, counts=False) == [f"{tmp_path}/train.csv: missing file"]
     assert verify_dataset("cassava", tmp_path / "none") == [
         f"{tmp_path}/none: missing raw directory; accept the rules at "
-        "https://www.kaggle.com/competitions/cassava-leaf-disease-classification/rules, then `kaggle competitions "
-        "download -c cassava-leaf-disease-classification` and unzip into data/raw/cassava"]
+        "https://www.kaggle.com/competitions/cassava-leaf-disease-classification/rules, then `repro data fetch "
+        "cassava` (Kaggle API token in ~/.kaggle/kaggle.json), or download it by hand and unzip into data/raw/cassava"]
 
 
 def test_cct20_problems(tmp_path):
