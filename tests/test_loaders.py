@@ -180,7 +180,7 @@ def test_cached_datasets_load_in_dataloader_worker_processes(tmp_path, monkeypat
 
     split = make("eurosat", tmp_path / "eurosat", monkeypatch)
     data = build_splits(DATASETS["eurosat"], split, tmp_path / "eurosat", 8, MEAN, STD, cache_root=tmp_path / "c")
-    dataset = data.datasets["heldout"]
+    dataset = data.datasets["heldout"].source  # the cached dataset under the in-memory eval crops
     dataset[0]  # opens the memory map in this process
     assert len(pickle.dumps(dataset.cache)) < 10_000  # ids and index only, not the pixels
     batches = list(DataLoader(dataset, batch_size=4, num_workers=2))

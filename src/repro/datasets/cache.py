@@ -99,7 +99,8 @@ class ImageCache:
     def image(self, i: int) -> torch.Tensor:
         import torch
 
-        return torch.from_numpy(np.array(self.array(i))).permute(2, 0, 1)  # copy: the map is read-only
+        # one copy out of the read-only map, straight into the contiguous (C, H, W) layout the transforms want
+        return torch.from_numpy(np.ascontiguousarray(self.array(i).transpose(2, 0, 1)))
 
 
 class CachedDataset:
