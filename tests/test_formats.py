@@ -67,8 +67,8 @@ def test_missing_csv_and_missing_columns(tmp_path):
     assert verify_dataset("cassava", tmp_path, counts=False) == [f"{tmp_path}/train.csv: missing file"]
     assert verify_dataset("cassava", tmp_path / "none") == [
         f"{tmp_path}/none: missing raw directory; accept the rules at "
-        "https://www.kaggle.com/competitions/cassava-leaf-disease-classification/rules, then `kaggle competitions "
-        "download -c cassava-leaf-disease-classification` and unzip into data/raw/cassava"]
+        "https://www.kaggle.com/competitions/cassava-leaf-disease-classification/rules, then `repro data fetch "
+        "cassava` (Kaggle API token in ~/.kaggle/kaggle.json), or download it by hand and unzip into data/raw/cassava"]
 
 
 def test_cct20_problems(tmp_path):
@@ -157,7 +157,7 @@ def test_hpa_problems(tmp_path, monkeypatch):
         *(f"{tmp_path}/train/nowhere_{c}.png: missing image ({hpa.SPLIT_FILE}:4)" for c in hpa.CHANNELS)]
 
 
-def test_prepare_writes_only_the_pinned_split_for_a_real_dataset(tmp_path):
+def test_prepare_writes_the_pinned_split_and_a_manifest_for_a_real_dataset(tmp_path):
     raw = tmp_path / "raw"
     fx.aptos(raw, APTOS_LABELS)
     split, pins = tmp_path / "splits/aptos.csv", tmp_path / "splits/SHA256SUMS"
@@ -166,7 +166,10 @@ def test_prepare_writes_only_the_pinned_split_for_a_real_dataset(tmp_path):
     assert read_pins(pins) == {"aptos.csv": info["sha256"]}
     assert [r[0] for r in read_split(split) if r[2] == "heldout"] == ["000a9c0f00", "004a9c0f04", "006a9c0f06",
                                                                        "007a9c0f07"]
-    assert not (tmp_path / "prepared").exists()
+    # the prepared folder (the dvc stage's output) holds only a manifest: finetune reads the raw folder
+    assert [p.name for p in (tmp_path / "prepared").iterdir()] == ["manifest.json"]
+    manifest = json.loads((tmp_path / "prepared/manifest.json").read_text())
+    assert manifest["sha256"] == info["sha256"] and manifest["raw"] == str(raw) and manifest["skipped"] == []
     with pytest.raises(ReproError, match="published 3662"):  # the published count is checked by default
         prepare("aptos", raw, tmp_path / "prepared", split, pins, seed=0)
 
@@ -203,7 +206,7 @@ def test_cli_data_prepare_real_dataset(tmp_path):
     assert "prepared eurosat: 50 images (heldout 10, train 40)" in done.stdout
     assert len(read_split(split)) == 50
     assert list(read_pins(work / "data/splits/SHA256SUMS")) == ["eurosat.csv"]
-    assert not (tmp_path / "prepared").exists()
+    assert [p.name for p in (tmp_path / "prepared").iterdir()] == ["manifest.json"]
     done = run(args, work, check=False)  # published count
     assert done.returncode == 1 and "images: 50, published 27000" in done.stderr
     (raw / "2750/Forest/Forest_1.jpg").unlink()  # other raw data: the pinned split is not replaced

@@ -170,3 +170,18 @@ def test_finetune_runs_on_each_published_format(tmp_path, name, monkeypatch, tin
     if name == "hpa":  # multi-label: targets recorded as their label ids
         assert out.predictions[0]["target"] == "5"
     assert len(list((tmp_path / "cache").iterdir())) == 1
+
+
+def test_cached_datasets_load_in_dataloader_worker_processes(tmp_path, monkeypatch):
+    """The cache pickles without its memory map into workers (paper profile: finetune.num_workers 8)."""
+    import pickle
+
+    from torch.utils.data import DataLoader
+
+    split = make("eurosat", tmp_path / "eurosat", monkeypatch)
+    data = build_splits(DATASETS["eurosat"], split, tmp_path / "eurosat", 8, MEAN, STD, cache_root=tmp_path / "c")
+    dataset = data.datasets["heldout"].source  # the cached dataset under the in-memory eval crops
+    dataset[0]  # opens the memory map in this process
+    assert len(pickle.dumps(dataset.cache)) < 10_000  # ids and index only, not the pixels
+    batches = list(DataLoader(dataset, batch_size=4, num_workers=2))
+    assert torch.equal(torch.cat([b[0] for b in batches]), torch.stack([dataset[i][0] for i in range(len(dataset))]))

@@ -14,7 +14,6 @@ import raw_fixtures as fx
 from conftest import BIN, ROOT, run
 from repro.config import load_params
 from repro.datasets import DATASETS, own
-from repro.datasets.loaders import build_splits
 from repro.datasets.raw import split_rows
 from repro.errors import ReproError, UsageError
 from repro.splits import read_pins, read_split

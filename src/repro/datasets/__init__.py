@@ -46,9 +46,11 @@ DATASETS: Registry[DatasetSpec] = Registry("dataset")
 
 def _kaggle(kind: str, slug: str, name: str) -> str:
     if kind == "competition":
-        return (f"accept the rules at https://www.kaggle.com/competitions/{slug}/rules, then "
-                f"`kaggle competitions download -c {slug}` and unzip into data/raw/{name}")
-    return f"`kaggle datasets download -d {slug}` and unzip into data/raw/{name}"
+        return (f"accept the rules at https://www.kaggle.com/competitions/{slug}/rules, then `repro data fetch "
+                f"{name}` (Kaggle API token in ~/.kaggle/kaggle.json), or download it by hand and unzip into "
+                f"data/raw/{name}")
+    return (f"`repro data fetch {name}` (Kaggle API token in ~/.kaggle/kaggle.json), or download "
+            f"https://www.kaggle.com/datasets/{slug} by hand and unzip into data/raw/{name}/{slug.split('/')[1]}")
 
 
 # The six datasets of the paper (PAPER.md section 3). Classes in the authors' order; "heldout" is the authors'
@@ -58,8 +60,8 @@ for _spec in (
                 "accuracy", "cis_val", "cis_test", 256, opencv_read=True,
                 source="LILA Caltech Camera Traps, ECCV'18 subset (eccv_18_annotation_files, eccv_18_all_images_sm)",
                 license="CDLA-Permissive-1.0 (LILA)",
-                fetch_hint="download the ECCV'18 annotation files and images from LILA (lila.science, Caltech "
-                           "Camera Traps) and unpack into data/raw/cct20"),
+                fetch_hint="`repro data fetch cct20`, or download the ECCV'18 annotation files and images "
+                           "from LILA (lila.science, Caltech Camera Traps) and unpack into data/raw/cct20"),
     DatasetSpec("aptos", "APTOS 2019", tuple("01234"), "quadratic_kappa", "heldout", "heldout", 256, opencv_read=True,
                 source="Kaggle competition aptos2019-blindness-detection", license="Kaggle competition rules",
                 fetch_hint=_kaggle("competition", "aptos2019-blindness-detection", "aptos")),
@@ -68,7 +70,8 @@ for _spec in (
                 source="Kaggle competition human-protein-atlas-image-classification",
                 license="Kaggle competition rules",
                 fetch_hint=_kaggle("competition", "human-protein-atlas-image-classification", "hpa")),
-    DatasetSpec("melanoma", "SIIM-ISIC Melanoma", ("0", "1"), "roc_auc", "heldout", "heldout", 256, vflip=True, opencv_read=True,
+    DatasetSpec("melanoma", "SIIM-ISIC Melanoma", ("0", "1"), "roc_auc", "heldout", "heldout", 256, vflip=True,
+                opencv_read=True,
                 source="Kaggle datasets cdeotte/jpeg-melanoma-512x512 and cdeotte/jpeg-isic2019-512x512",
                 license="CC BY-NC 4.0 (ISIC archive)",
                 fetch_hint=_kaggle("dataset", "cdeotte/jpeg-melanoma-512x512", "melanoma") + "; likewise "
@@ -80,8 +83,8 @@ for _spec in (
     DatasetSpec("eurosat", "EuroSAT (RGB)", ("AnnualCrop", "Forest", "HerbaceousVegetation", "Highway",
                 "Industrial", "Pasture", "PermanentCrop", "Residential", "River", "SeaLake"), "accuracy",
                 "heldout", "heldout", 224, hflip=False, source="EuroSAT.zip (RGB, 27,000 64x64 images)",
-                license="MIT", fetch_hint="download EuroSAT.zip (RGB) and unzip so that data/raw/eurosat/2750/ "
-                                          "holds the class folders"),
+                license="MIT", fetch_hint="`repro data fetch eurosat`, or download EuroSAT.zip (RGB) and unzip "
+                                          "so that data/raw/eurosat/2750/ holds the class folders"),
 ):
     DATASETS.register(_spec.name, replace(_spec, raw_format=_spec.name))  # one reader module per dataset
 

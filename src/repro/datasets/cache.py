@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 VERSION = 1  # bump when the stored pixels would change for the same inputs
 PIXELS, INDEX, META = "pixels.u8", "index.npy", "meta.json"
+CHUNK = 256  # images decoded ahead of the writer
 
 
 def cache_key(root: Path, paths: Sequence[tuple[str, ...]], ids: Sequence[str], size: int,
@@ -98,7 +99,8 @@ class ImageCache:
     def image(self, i: int) -> torch.Tensor:
         import torch
 
-        return torch.from_numpy(np.array(self.array(i))).permute(2, 0, 1)  # copy: the map is read-only
+        # one copy out of the read-only map, straight into the contiguous (C, H, W) layout the transforms want
+        return torch.from_numpy(np.ascontiguousarray(self.array(i).transpose(2, 0, 1)))
 
 
 class CachedDataset:
@@ -136,9 +138,15 @@ def build(folder: Path, root: Path, ids: Sequence[str], paths: Sequence[tuple[st
         def load(i: int) -> np.ndarray:
             return resize_shorter(read_image(root, paths[i], channel_order, ids[i]), size)
 
-        with open(tmp / PIXELS, "wb") as handle, ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
-            # PIL and torch release the GIL while decoding/resizing; map() keeps the order
-            for i, pixels in enumerate(pool.map(load, range(len(ids)))):
+        def decoded():
+            # PIL and torch release the GIL while decoding/resizing; map() keeps the order. In chunks, so at most
+            # CHUNK decoded images wait in memory whatever the dataset's size.
+            with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
+                for start in range(0, len(ids), CHUNK):
+                    yield from pool.map(load, range(start, min(start + CHUNK, len(ids))))
+
+        with open(tmp / PIXELS, "wb") as handle:
+            for i, pixels in enumerate(decoded()):
                 data = pixels.tobytes()
                 handle.write(data)
                 content.update(data)

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 CHANNEL_ORDERS = ("rgb", "bgr")
 HPA_MODEL_CHANNELS = ("red", "green", "blue")  # the yellow file is dropped, as OpenCV's IMREAD_COLOR does
+EVAL_MEMORY_BYTES = 4 << 30  # eval crops kept in memory up to this size (CCT-20's cis_test at 256 px: 3.1 GB)
 
 
 def effective_channel_order(spec: DatasetSpec, requested: str) -> str:
@@ -135,6 +136,30 @@ class ImageFileDataset:
         return self.transform(to_tensor(pixels)), self.targets[index]
 
 
+class CroppedEvalDataset:
+    """An eval split's images after the deterministic resize + center crop, held as uint8 (N, 3, S, S) in memory
+    when they fit in EVAL_MEMORY_BYTES (normalized per item, which is cheap); else the source dataset per item."""
+
+    def __init__(self, source, crops: torch.Tensor | None, finish: Callable) -> None:
+        self.source, self.crops, self.finish, self.targets = source, crops, finish, source.targets
+
+    @classmethod
+    def from_dataset(cls, source, size: int, finish: Callable) -> CroppedEvalDataset:
+        import torch
+
+        crops = None
+        if len(source) * 3 * size * size <= EVAL_MEMORY_BYTES:
+            crops = torch.stack([source[i][0] for i in range(len(source))]) if len(source) else None
+        return cls(source, crops, finish)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int):
+        crop = self.crops[index] if self.crops is not None else self.source[index][0]
+        return self.finish(crop), self.targets[index]
+
+
 def encode_targets(spec: DatasetSpec, labels: Sequence[str], where: str) -> np.ndarray:
     """Class ids (N,) int64, or for a multi-label dataset multi-hot (N, C) float32 from space-separated ids."""
     index = {c: i for i, c in enumerate(spec.classes)}
@@ -176,7 +201,7 @@ def build_splits(spec: DatasetSpec, split_path: Path, data_dir: Path, size: int,
     """
     import torch
 
-    from repro.datasets.transforms import eval_transform, train_transform
+    from repro.datasets.transforms import eval_geometry, finish, train_transform
     from repro.splits import read_split
 
     rows = read_split(split_path)
@@ -206,17 +231,19 @@ def build_splits(spec: DatasetSpec, split_path: Path, data_dir: Path, size: int,
         cache = image_cache.open_or_build(Path(cache_root), source.root, ids, [source.paths[i] for i in ids],
                                           size, order, progress=progress)
     datasets, targets, ids_out = {}, {}, {}
-    evaluate = eval_transform(size, mean, std)
     for split in used:
         ids = [i for i, _ in by_split[split]]
         y = encode_targets(spec, [label for _, label in by_split[split]], f"{split_path} (split {split})")
-        transform = train_transform(spec, size, mean, std) if split == "train" else evaluate
+        # the eval transform's resize and crop are deterministic: done once here, not once per epoch and config
+        transform = train_transform(spec, size, mean, std) if split == "train" else eval_geometry(size)
         if cache is not None:
             from repro.datasets.cache import CachedDataset
 
-            datasets[split] = CachedDataset(cache, [cache.position[i] for i in ids], torch.from_numpy(y), transform)
+            dataset = CachedDataset(cache, [cache.position[i] for i in ids], torch.from_numpy(y), transform)
         else:
-            datasets[split] = ImageFileDataset(source.root, [source.paths[i] for i in ids], torch.from_numpy(y),
-                                               transform, order, ids)
-        targets[split], ids_out[split] = y, ids
+            dataset = ImageFileDataset(source.root, [source.paths[i] for i in ids], torch.from_numpy(y),
+                                       transform, order, ids)
+        if split != "train":
+            dataset = CroppedEvalDataset.from_dataset(dataset, size, finish(mean, std))
+        datasets[split], targets[split], ids_out[split] = dataset, y, ids
     return Splits(datasets, targets, ids_out, order, None if cache is None else cache.folder)

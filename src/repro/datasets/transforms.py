@@ -24,12 +24,15 @@ def train_transform(spec: DatasetSpec, size: int, mean: Sequence[float], std: Se
     return v2.Compose(steps)
 
 
+def eval_geometry(size: int) -> v2.Compose:
+    """The deterministic, pixel-moving part of the eval transform: uint8 in, uint8 out."""
+    return v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size)])
+
+
+def finish(mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
+    """uint8 -> float in [0, 1] -> normalized with the model's mean and std."""
+    return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))])
+
+
 def eval_transform(size: int, mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
-    return v2.Compose(
-        [
-            v2.Resize(size, antialias=True),
-            v2.CenterCrop(size),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean=list(mean), std=list(std)),
-        ]
-    )
+    return v2.Compose([eval_geometry(size), finish(mean, std)])
