@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import ipaddress
 import json
 import os
 import re
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
+from repro.download import _is_loopback, check_url, sha256_file  # one URL rule and one hash for every download
 from repro.errors import ReproError
 
 if TYPE_CHECKING:
@@ -173,13 +173,6 @@ def lock_entry(spec: ModelSpec, lock_file: Path | None) -> LockEntry:
 
 # --- hashing and checks --------------------------------------------------------------------------------------------
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 # Files already hashed in this process, by (path, inode, size, mtime, ctime, sha256): a config grid loads one file
 # 20 times, and any write to it changes mtime/ctime (ctime cannot be set back by a user).
@@ -202,25 +195,6 @@ def _mismatch(path: Path, entry: LockEntry) -> str | None:
     return None
 
 
-def _is_loopback(host: str | None) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host or "").is_loopback
-    except ValueError:
-        return False
-
-
-def check_url(url: str) -> str:
-    """Accept https:// and file:// only; plain http:// only to this machine (127.0.0.1, ::1, localhost).
-
-    The tests serve weight files from a local http server; anything that crosses a network must be https, so that
-    what a first download records as the pin is what the publisher sent.
-    """
-    parts = urlsplit(url)
-    if parts.scheme in ("https", "file") or (parts.scheme == "http" and _is_loopback(parts.hostname)):
-        return url
-    raise ReproError(f"refused URL {url!r}: only https:// and file:// (plain http:// only to this machine)")
 
 
 def _name_prefix_problem(spec: ModelSpec, file: str, digest: str) -> str | None:
