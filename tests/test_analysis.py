@@ -262,8 +262,8 @@ def test_regression_claims_pass_on_the_locked_numbers_and_fail_when_they_drift()
     result = verdicts(_smoke_table(locked), profile="smoke")
     assert {k: result[k]["verdict"] for k in ("R1", "R2", "R3")} == {"R1": "pass", "R2": "pass", "R3": "pass"}
     assert "[" in result["R1"]["ours"] and result["C1"]["verdict"] == NEEDS_PAPER
-    drifted = verdicts(_smoke_table({**locked, "timm/efficientnet_b0.ra_in1k": 0.30}), profile="smoke")
-    # 0.0556 off on one model fails R1 and, two models above 70% being all of R3's fit, moves R3 by 1.0 (< 1.09)
+    drifted = verdicts(_smoke_table({**locked, "timm/efficientnet_b0.ra_in1k": 0.36}), profile="smoke")
+    # 0.1156 off on one model fails R1 and, two models above 70% being all of R3's fit, moves R3 by 2.09 (< 3.62)
     assert drifted["R1"]["verdict"] == "fail" and drifted["R3"]["verdict"] == "pass"
     far = verdicts(_smoke_table({**locked, "timm/efficientnet_b0.ra_in1k": 0.80}), profile="smoke")
     assert far["R2"]["verdict"] == "fail" and far["R3"]["verdict"] == "fail"

@@ -241,7 +241,7 @@ def test_the_cli_verifies_writes_a_report_and_exits_non_zero_on_a_failure(repo):
     done = run([REPRO, "eval", "--model", TINY, "--dataset", "digits"], repo)
     assert "1 checkpoint(s): 1 pass, 0 fail" in done.stdout and "pass" in done.stdout
     report = json.loads((repo / "results" / "eval.json").read_text())
-    assert report["counts"] == {"pass": 1, "fail": 0, "error": 0}
+    assert report["counts"] == {"pass": 1, "fail": 0, "error": 0, "skipped": 0}
     assert report["checkpoints"][0]["value"] == report["checkpoints"][0]["recorded"]
 
     _released_file(repo).write_bytes(_released_file(repo).read_bytes()[:-1] + b"\x00")
@@ -264,8 +264,23 @@ def test_a_hostile_pickle_handed_to_the_cli_leaves_no_trace(repo, tmp_path):
         assert not marker.exists() and "Traceback" not in done.stderr
 
 
+def test_in_study_skips_the_checkpoints_of_other_datasets(repo):
+    """The dvc `eval` stage's filter: a checkpoint of a dataset outside params.yaml's study is listed, not run."""
+    entry, = read_manifest(repo / "paper" / "checkpoints.yaml")
+    _write_manifest(repo, [entry, replace(entry, dataset="eurosat")])
+    shutil.copy(ROOT / "profiles" / "smoke.yaml", repo / "params.yaml")  # its study: digits
+    done = run([REPRO, "eval", "--all", "--in-study"], repo)
+    assert "skipped 1 checkpoint(s) of datasets outside the active study: eurosat" in done.stdout
+    report = json.loads((repo / "results" / "eval.json").read_text())
+    assert report["counts"] == {"pass": 1, "fail": 0, "error": 0, "skipped": 1}
+    assert report["skipped"] == [f"{TINY} on eurosat"]
+    done = run([REPRO, "eval", "--all"], repo, check=False)  # without the filter it is tried, and has no data
+    assert done.returncode == 1 and "1 checkpoint(s) did not verify" in done.stderr
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["eval"], "give either --all, or both --model and --dataset"),
+    (["eval", "--in-study", "--model", TINY, "--dataset", "digits"], "--in-study filters --all"),
     (["eval", "--all", "--model", TINY], "give either --all, or both --model and --dataset"),
     (["eval", "--all", "--checkpoint", "x.safetensors"], "--checkpoint names one file"),
     (["eval", "--model", "resnet", "--dataset", "digits"], "unknown model 'resnet'"),

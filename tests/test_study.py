@@ -22,7 +22,7 @@ def test_every_output_exists_and_one_model_learns(smoke_study):
                  "results/claims.json", "paper/figures/figure1.png", "data/splits/digits.csv",
                  "paper/figures/figure1.pdf", "paper/figures/figure1_appendix_b.png",
                  "paper/figures/figure1_appendix_b.pdf", "paper/tables/slopes.md", "paper/tables/slopes.tex",
-                 "results/plots/digits.csv", "results/report.html"):
+                 "results/plots/digits.csv", "results/report.html", "results/eval.json"):
         assert (root / path).is_file(), path
     summary = pd.read_csv(root / "results/summary.csv")
     assert summary["model"].tolist() == SMOKE["finetune"]["models"]
@@ -52,6 +52,26 @@ def test_each_run_is_self_describing_and_recomputable(smoke_study, model):
         # one key, so that identical runs write identical bytes (safetensors orders several keys per process)
         assert list(handle.metadata()) == ["repro"]
         assert json.loads(handle.metadata()["repro"]) == {"model": model, "dataset": "digits"}
+
+
+def test_the_eval_stage_verifies_the_release_and_dvc_pins_its_files(smoke_study):
+    root, _ = smoke_study
+    report = json.loads((root / "results/eval.json").read_text())
+    assert report["counts"] == {"pass": len(SMOKE["finetune"]["models"]), "fail": 0, "error": 0, "skipped": 0}
+    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]["eval"]
+    pinned = {d["path"]: d for d in lock["deps"]}
+    assert pinned["paper/checkpoints"]["nfiles"] == len(SMOKE["finetune"]["models"])
+    assert pinned["paper/checkpoints.yaml"]["md5"]
+    dvc = str(BIN / "dvc")
+    released = sorted((root / "paper/checkpoints").rglob("*.safetensors"))[0]
+    original = released.read_bytes()
+    try:  # a swapped byte in one released file: dvc sees the pinned folder changed
+        released.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+        status = run([dvc, "status", "eval"], root).stdout
+        assert "changed deps" in status and "paper/checkpoints" in status, status
+    finally:
+        released.write_bytes(original)
+    assert "up to date" in run([dvc, "status", "eval"], root).stdout
 
 
 def test_slopes_match_a_refit_of_the_summary(smoke_study):
@@ -110,19 +130,22 @@ def test_metrics_and_slopes_regression(smoke_study, num_regression):
     num_regression.check({k: [v] for k, v in values.items()}, tolerances=tolerances)
 
 
-# Accuracy over 360 test images: 0.03 is 11 images. On one machine the run is bit-for-bit repeatable; on another
-# CPU model, oneDNN picks other kernels, rounding moves in the last bits and, over three epochs, a few predictions
-# near the decision boundary can flip.
-ACCURACY_ATOL = 0.03
-# The most a least-squares slope moves when every accuracy moves by at most 0.03 is 0.03 * sum|x - mean(x)| / Sxx,
-# with x the models' top-1 as fractions: 0.373 over the five models, and 2 * 0.03 / (0.777 - 0.7217) = 1.085 over
-# the two at or above 70%.
-SLOPE_ALL_ATOL = 0.38
-SLOPE_ABOVE_ATOL = 1.09
-# A Clopper-Pearson bound over 360 images moves by at most 0.0438 when the count of correct answers moves by up to
-# 11 (0.03 of 360), over every count 0..360 (computed with scipy.stats.binomtest when these values were locked).
-EXACT_CI_ATOL = 0.044
+# Accuracy over 360 test images. On one machine the study repeats bit for bit; across CPU types it does not: oneDNN,
+# MKL and ATen pick other kernels per instruction set and vendor, rounding moves in the last bits, and three epochs
+# from random init amplify that into other trajectories. The locked values come from an AMD EPYC (AVX2); an Intel
+# Xeon with AVX-512 and AMX gave, with the same code, squeezenet 0.1861, shufflenet x0.5 0.8472, x1.0 0.8694, DeiT-Tiny
+# 0.7167 and EfficientNet-B0 0.3167: at most 0.0722 apart (26 images, EfficientNet-B0, the model nearest chance).
+# 0.1 (36 images) is that spread with a margin; it catches a broken pipeline, not seed-sized noise.
+ACCURACY_ATOL = 0.10
+# The most a least-squares slope moves when every accuracy moves by at most 0.1 is 0.1 * sum|x - mean(x)| / Sxx,
+# with x the models' top-1 as fractions: 1.245 over the five models, and 2 * 0.1 / (0.777 - 0.7217) = 3.617 over
+# the two at or above 70%. (Measured between the two CPU types: 0.230 and 1.306.)
+SLOPE_ALL_ATOL = 1.25
+SLOPE_ABOVE_ATOL = 3.62
+# A Clopper-Pearson bound over 360 images moves by at most 0.1256 when the count of correct answers moves by up to
+# 36 (0.1 of 360), over every count 0..360 (scipy.stats.binomtest(...).proportion_ci(0.95, "exact")).
+EXACT_CI_ATOL = 0.126
 # The bootstrap bounds are percentiles of resampled slopes; the resamples (seed 0) and the degenerate ones dropped
-# depend on top-1 only, so each resampled slope moves by at most 0.03 * sum|x - mean(x)| / Sxx of its resample, and
-# a percentile by at most the largest of these: 2.527, over all 5**5 resamples of the five models.
-SLOPE_CI_ATOL = 2.53
+# depend on top-1 only, so each resampled slope moves by at most 0.1 * sum|x - mean(x)| / Sxx of its resample, and
+# a percentile by at most the largest of these: 8.423 (2.527 per 0.03), over all 5**5 resamples of the five models.
+SLOPE_CI_ATOL = 8.43

@@ -861,6 +861,11 @@ def eval_checkpoints(
         help="Where downloaded checkpoints go \\[default: $XDG_CACHE_HOME/repro/checkpoints].")] = None,
     device: Annotated[str, typer.Option(help="Device to evaluate on; the tolerances assume cpu.")] = "cpu",
     json_out: Annotated[Path, typer.Option("--json", help="JSON report to write.")] = EVAL_REPORT,
+    in_study: Annotated[bool, typer.Option(
+        "--in-study", help="With --all: only the checkpoints of datasets in the active study (params.yaml's "
+                           "finetune.datasets); the others are listed as skipped. The dvc `eval` stage uses it.")
+    ] = False,
+    params: ParamsOpt = layout.PARAMS,
 ) -> None:
     """Verify released checkpoints: sha256 first, safe load, re-evaluate on the pinned split, compare."""
     from rich.table import Table
@@ -875,7 +880,16 @@ def eval_checkpoints(
         raise UsageError("give either --all, or both --model and --dataset")
     if all_ and checkpoint is not None:
         raise UsageError("--checkpoint names one file: use it with --model and --dataset, not --all")
-    entries = read_manifest(manifest)
+    if in_study and not all_:
+        raise UsageError("--in-study filters --all; give --all with it")
+    entries, skipped = read_manifest(manifest), []
+    if in_study:
+        datasets = set(_params(params).finetune.datasets)
+        skipped = [e for e in entries if e.dataset not in datasets]
+        entries = [e for e in entries if e.dataset in datasets]
+        if skipped:
+            out.print(f"skipped {len(skipped)} checkpoint(s) of datasets outside the active study: "
+                      + ", ".join(sorted({e.dataset for e in skipped})), highlight=False)
     if not all_:
         MODELS[model]  # unknown names fail here with the list of valid ones
         DATASETS[dataset]
@@ -884,7 +898,7 @@ def eval_checkpoints(
         verdicts = verify_all(entries, manifest, prepared_root=layout.PREPARED, splits_dir=layout.SPLITS,
                               cache_dir=cache_dir or default_cache(), checkpoint=checkpoint,
                               allow_pickle=allow_pickle, device=device, progress=progress)
-    document = report(verdicts, manifest)
+    document = report(verdicts, manifest, skipped=[f"{e.model} on {e.dataset}" for e in skipped])
     _write_json(json_out, document)
     table = Table(title=f"released checkpoints vs their recorded metric ({manifest})")
     for column in ("model", "dataset", "split", "metric", "recorded", "ours", "diff", "tol.", "verdict"):

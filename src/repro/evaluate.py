@@ -409,9 +409,11 @@ def verify_all(entries: Sequence[ManifestEntry], manifest: Path, *, prepared_roo
     return verdicts
 
 
-def report(verdicts: Sequence[Verdict], manifest: Path) -> dict:
+def report(verdicts: Sequence[Verdict], manifest: Path, skipped: Sequence[str] = ()) -> dict:
+    """The JSON report of `repro eval`; `skipped` names the manifest entries that were not evaluated."""
     from repro.results import provenance
 
     counts = {v: sum(1 for x in verdicts if x.verdict == v) for v in ("pass", "fail", "error")}
+    counts["skipped"] = len(skipped)
     return {"manifest": str(manifest), "counts": counts, "checkpoints": [asdict(v) for v in verdicts],
-            "provenance": provenance()}
+            "skipped": list(skipped), "provenance": provenance()}
