@@ -1,7 +1,7 @@
 """Training images/s of our fine-tuning loop against a loop written like the authors' script, same model and data.
 
 Run: `PYTHONPATH=src python benchmarks/finetune_throughput.py [--models mobilenet_v3_small resnet50] [--size 224]
-[--images 192] [--epochs 2] [--batch 32] [--threads 1] [--table benchmarks/throughput.csv]`
+[--images 192] [--epochs 2] [--batch 32] [--threads 1] [--amp auto|bf16|off] [--table benchmarks/throughput.csv]`
 
 Data: real JPEG files written to a temporary folder (the embedded digits upscaled to 800 x 600, Cassava's photo
 size, quality 90), the same files for both loops. Both loops train the same architecture (random init, ImageNet
@@ -12,7 +12,8 @@ class count replaced by 5) with AdamW, cross-entropy, batch `--batch`, Cassava's
   access, torchvision's PIL transforms + ToTensor + Normalize, fp32, contiguous memory format;
 - ours: `repro.train.train_config` (the loop `repro finetune` runs) over the decoded-image cache of
   `repro.datasets.cache` (built once, its build time printed apart), uint8 tensor transforms, channels_last and the
-  protocol's amp setting (auto: bf16 autocast on CUDA, fp32 on CPU).
+  protocol's amp setting (`--amp`, default auto: bf16 autocast on CUDA, fp32 on CPU; `--amp bf16` measures bf16
+  autocast on a CPU too, which pays off where the CPU has bf16 matrix units, e.g. Intel AMX).
 Prints images/s of each and the ratio per model; `--table` appends the measured rates to the throughput table
 that `repro plan` reads (device kind from `--device-kind`, e.g. cpu or cuda-h200).
 """
@@ -39,7 +40,7 @@ from repro.datasets.transforms import train_transform
 from repro.metrics import accuracy
 from repro.models import build_model, normalization
 from repro.plan import THROUGHPUT_COLUMNS
-from repro.train import Protocol, predict, resolve_device, train_config
+from repro.train import Protocol, predict, resolve_amp, resolve_device, train_config
 
 NAMES = {"mobilenet_v3_small": "torchvision/mobilenet_v3_small.IMAGENET1K_V1",
          "resnet50": "torchvision/resnet50.IMAGENET1K_V1"}
@@ -107,13 +108,13 @@ def baseline_rate(model_name: str, root: Path, names: list[str], labels: torch.T
 
 
 def ours_rate(model_name: str, cache, labels: torch.Tensor, size: int, batch: int, epochs: int,
-              device: str) -> float:
+              device: str, amp: str = "auto") -> float:
     mean, std = normalization(model_name)
     train = CachedDataset(cache, range(len(labels)), labels, train_transform(DATASETS["cassava"], size, mean, std))
     tiny = TensorDataset(torch.zeros(2, 3, size, size), torch.zeros(2, dtype=torch.int64))  # eval is not timed
     splits, targets = {"train": train, "val": tiny}, {"val": np.zeros(2, dtype=np.int64)}
     protocol = Protocol(epochs=1, batch_size=batch, optimizer="adamw", adamw_wd_over_lr=True, schedule="cosine",
-                        seed=0, device=device, amp="auto", channels_last=True)
+                        seed=0, device=device, amp=amp, channels_last=True)
     warm = torch.utils.data.Subset(train, range(batch))  # one untimed batch, as for the baseline
     train_config(lambda: build_model(model_name, CLASSES), {**splits, "train": warm}, targets, protocol, 1e-3, 1e-4,
                  accuracy, select="val", report="val")
@@ -134,6 +135,19 @@ def eval_rate(model_name: str, count: int, size: int, device: str) -> float:
     return count / (time.perf_counter() - started)
 
 
+def cpu_name() -> str:
+    """The CPU's model name and the widest vector unit torch dispatches to (the ratio depends on both)."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {torch.backends.cpu.get_cpu_capability()}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(NAMES), choices=list(NAMES))
@@ -143,6 +157,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"],
+                        help="our loop's autocast setting (the baseline is fp32, as the authors' script)")
     parser.add_argument("--device-kind", default=None, help="name for the table [default: cpu or cuda-<gpu>]")
     parser.add_argument("--table", type=Path, default=None, help="append the rates to this throughput CSV")
     args = parser.parse_args()
@@ -161,18 +177,19 @@ def main() -> None:
                               progress=None)
         build = time.perf_counter() - started
         print(f"{args.images} JPEGs 800x600, {args.size} px, batch {args.batch}, {args.epochs} epochs, "
-              f"{args.threads} torch thread(s), device {device} ({platform.processor() or platform.machine()}); "
+              f"{args.threads} torch thread(s), device {device} ({cpu_name()}), our amp {args.amp}; "
               f"cache built once in {build:.1f} s")
         for short in args.models:
             name = NAMES[short]
             base = baseline_rate(name, root, names, labels, args.size, args.batch, args.epochs, device)
-            ours = ours_rate(name, cache, labels, args.size, args.batch, args.epochs, str(device))
+            ours = ours_rate(name, cache, labels, args.size, args.batch, args.epochs, str(device), args.amp)
             evaluation = eval_rate(name, args.images, args.size, str(device))
             print(f"{short:20s} baseline {base:8.2f} img/s   ours {ours:8.2f} img/s   ratio {ours / base:5.2f}x   "
                   f"(eval {evaluation:8.2f} img/s)",
                   flush=True)
             rows.append({"model": name, "device": kind, "image_size": args.size, "batch_size": args.batch,
-                         "amp": "bf16" if device.type == "cuda" else "off", "train_img_s": round(ours, 2),
+                         "amp": "off" if resolve_amp(args.amp, device) is None else "bf16",
+                         "train_img_s": round(ours, 2),
                          "eval_img_s": round(evaluation, 2),
                          "source": f"benchmarks/finetune_throughput.py {time.strftime('%Y-%m-%d')}"})
     if args.table is not None:

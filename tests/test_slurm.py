@@ -49,3 +49,49 @@ def test_slurm_sweep_equals_the_local_sweep(tmp_path):
     again = run([*repro, "--launcher", "slurm", "--gpus-per-task", "0", "--cpus-per-task", "1",
                  "--slurm-folder", str(tmp_path / "submitit2")], slurm, timeout=900)
     assert "skipped" in again.stdout
+
+
+@pytest.mark.slow  # SLURM holds a requeued job about two minutes before it starts again
+def test_a_preempted_slurm_task_is_requeued_and_resumes_to_the_same_result(tmp_path):
+    """Preemption as SLURM delivers it (SIGTERM, then submitit's USR2) once the task has saved an epoch: submitit
+    calls FinetuneTask.checkpoint, `scontrol requeue`s the task, and the requeued task resumes from the saved state
+    to the result of an uninterrupted local run. A timeout takes the same checkpoint-and-requeue path (submitit only
+    counts it against its max_num_timeout)."""
+    import json
+    import time
+
+    from conftest import tool_env
+    from repro.train import PROGRESS
+
+    keep = {"train": 160, "val": 40, "test": 40}
+    local, slurm = tiny_study(tmp_path / "local", keep), tiny_study(tmp_path / "slurm", keep)
+    sweep = [sys.executable, "-m", "repro", "sweep", "--no-dvc-commit"]
+    run([*sweep, "--threads", "1"], local)
+    folder = tmp_path / "submitit"
+    process = subprocess.Popen([*sweep, "--launcher", "slurm", "--gpus-per-task", "0", "--cpus-per-task", "1",
+                                "--time-min", "20", "--slurm-folder", str(folder)], cwd=slurm, env=tool_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    state = slurm / f"results/runs/{MODEL}/digits.state"
+    try:
+        deadline = time.monotonic() + 600
+        while not (state / PROGRESS).is_file():  # the first epoch has been saved
+            assert process.poll() is None, process.stdout.read()
+            assert time.monotonic() < deadline, "the SLURM task saved no state within 10 minutes"
+            time.sleep(0.2)
+        job = subprocess.run(["squeue", "-h", "-n", "repro-finetune", "-o", "%i"], capture_output=True, text=True,
+                             check=True).stdout.split()
+        assert len(job) == 1, job
+        for signal in ("TERM", "USR2"):  # what submitit's own Job._interrupt() sends to simulate a preemption
+            subprocess.run(["scancel", "--signal", signal, job[0]], check=True)
+        output, _ = process.communicate(timeout=900)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0 and "done" in output, output
+    logs = "\n".join(p.read_text(errors="replace") for p in folder.glob("*_log.*"))
+    assert "this job is preempted" in logs and "Requeued job" in logs, logs[-3000:]
+    run_dir = f"results/runs/{MODEL}/digits"
+    record = json.loads((slurm / run_dir / "run.json").read_text())
+    assert record.get("resumed_from") is not None, "the requeued task started over instead of resuming"
+    assert comparable(slurm / run_dir) == comparable(local / run_dir)
+    assert not state.exists()
