@@ -1,4 +1,5 @@
-"""`repro sweep --launcher slurm` on a real SLURM cluster gives the same results as the local launcher.
+"""`repro sweep --launcher slurm` on a real SLURM cluster gives the same results as the local launcher, also when a
+task is preempted and requeued.
 
 Needs a cluster: CI starts a single-node one with scripts/slurm-up.sh (.ci/run) and exports SLURM_CONF; where
 `sinfo` is missing or no node answers, the test is skipped and says why.
@@ -6,13 +7,16 @@ Needs a cluster: CI starts a single-node one with scripts/slurm-up.sh (.ci/run) 
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
-from conftest import run
+from conftest import run, tool_env
+from repro.train import PROGRESS
 from test_resume import MODEL, comparable, tiny_study
 
 
@@ -57,12 +61,6 @@ def test_a_preempted_slurm_task_is_requeued_and_resumes_to_the_same_result(tmp_p
     calls FinetuneTask.checkpoint, `scontrol requeue`s the task, and the requeued task resumes from the saved state
     to the result of an uninterrupted local run. A timeout takes the same checkpoint-and-requeue path (submitit only
     counts it against its max_num_timeout)."""
-    import json
-    import time
-
-    from conftest import tool_env
-    from repro.train import PROGRESS
-
     keep = {"train": 160, "val": 40, "test": 40}
     local, slurm = tiny_study(tmp_path / "local", keep), tiny_study(tmp_path / "slurm", keep)
     sweep = [sys.executable, "-m", "repro", "sweep", "--no-dvc-commit"]
