@@ -32,7 +32,7 @@ def make_run(run_dir: Path, model: str, prepared: Path, split: Path, *, seed: in
     model scores on the split; the layout and fields are those `repro finetune` writes."""
     import torch
 
-    from repro.evaluate import Preprocessing, predict_scores, split_images
+    from repro.evaluate import Preprocessing, predict_scores, report_split
     from repro.metrics import METRICS
     from repro.models import build_model, get_spec, normalization
     from repro.results import provenance, write_run
@@ -40,8 +40,9 @@ def make_run(run_dir: Path, model: str, prepared: Path, split: Path, *, seed: in
     torch.manual_seed(seed)
     net = build_model(model, 10, image_size=32)
     mean, std = normalization(model)
-    ids, images, targets = split_images("digits", "test", prepared, split)
-    scores = predict_scores(net, images, Preprocessing(32, mean, std), multilabel=False)
+    data = report_split("digits", "test", Preprocessing(32, mean, std), prepared, split)
+    ids, targets = data.ids, data.targets
+    scores = predict_scores(net, data.dataset, multilabel=False)
     record = {
         "model": model, "model_display": get_spec(model).display, "imagenet_top1": get_spec(model).top1,
         "pretrained": False, "dataset": "digits", "metric": "accuracy", "select_split": "val",

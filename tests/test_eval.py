@@ -48,7 +48,8 @@ def repo(released, tmp_path):
 
 def _verify(root, entries=None, **kwargs):
     manifest = root / "paper" / "checkpoints.yaml"
-    return verify_all(entries or read_manifest(manifest), manifest, prepared_root=root / "data" / "prepared",
+    return verify_all(entries or read_manifest(manifest), manifest,
+                      data_dir=lambda name: root / "data" / "prepared" / name,
                       splits_dir=root / "data" / "splits", cache_dir=root / "cache", **kwargs)
 
 
@@ -173,10 +174,10 @@ def test_another_split_or_missing_prepared_data_is_named(repo):
     assert "missing split file; run `repro data prepare digits`" in verdict.detail
 
 
-def test_missing_prepared_images_say_what_to_run(repo):
+def test_missing_images_say_what_to_run(repo):
     shutil.rmtree(repo / "data" / "prepared")
     verdict, = _verify(repo)
-    assert "prepared images of digits not found; run `repro data prepare digits` first" in verdict.detail
+    assert "missing data folder for digits; run `repro data prepare digits`" in verdict.detail
 
 
 def test_a_checkpoint_is_downloaded_verified_and_the_next_url_tried_only_when_unreachable(repo, tmp_path):

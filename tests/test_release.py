@@ -87,7 +87,7 @@ def test_release_refuses_what_it_cannot_stand_behind_and_keeps_the_old_manifest(
     record = json.loads((ref.run_dir / "run.json").read_text())
     (changed / "run.json").write_text(json.dumps({**record, "value": record["value"] + 0.25}))
     with pytest.raises(ReproError, match=r"re-evaluated here, accuracy is .*beyond the .* tolerance\); not released"):
-        release([RunRef(changed, ref.split_file, ref.prepared_dir)], tmp_path / "out2", manifest)
+        release([RunRef(changed, ref.split_file, ref.data_dir)], tmp_path / "out2", manifest)
     assert not (tmp_path / "out2").exists()
 
     diverged = tmp_path / "diverged"

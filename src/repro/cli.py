@@ -833,7 +833,7 @@ def release_checkpoints(
     from repro.release import RunRef, release
 
     p = _params(params)
-    refs = [RunRef(layout.run_dir(MODELS[m].path, d), layout.split_file(d), layout.PREPARED / d)
+    refs = [RunRef(layout.run_dir(MODELS[m].path, d), layout.split_file(d), layout.data_dir(d))
             for d in p.finetune.datasets for m in p.finetune.models]
     entries = release(refs, out_dir, manifest, base_url=base_url, tolerance=tolerance)
     table = Table(title=f"released {len(entries)} checkpoint(s) -> {manifest}")
@@ -895,7 +895,7 @@ def eval_checkpoints(
         DATASETS[dataset]
         entries = [find_entry(entries, model, dataset, manifest)]
     with rich_progress_factory(err) as progress:
-        verdicts = verify_all(entries, manifest, prepared_root=layout.PREPARED, splits_dir=layout.SPLITS,
+        verdicts = verify_all(entries, manifest, data_dir=layout.data_dir, splits_dir=layout.SPLITS,
                               cache_dir=cache_dir or default_cache(), checkpoint=checkpoint,
                               allow_pickle=allow_pickle, device=device, progress=progress)
     document = report(verdicts, manifest, skipped=[f"{e.model} on {e.dataset}" for e in skipped])

@@ -8,8 +8,9 @@ sha256) and the preprocessing. Verifying one entry is, in this order:
    or hash the local file; a mismatch is refused before anything parses the file;
 3. load tensors only (safetensors; a pickle only through `torch.load(weights_only=True)`, never a fallback) and
    match every key and shape against `build_model(..., pretrained=False)`, listing what differs;
-4. evaluate on the pinned split with the recorded preprocessing, exactly as training measured it
-   (repro.train.predict), and compare with the recorded value within the manifest's tolerance.
+4. evaluate on the pinned split with the recorded preprocessing (channel order included), read from the folder
+   training read (the raw download of a published format) exactly as training measured it (repro.train.predict),
+   and compare with the recorded value within the manifest's tolerance.
 Exercised by `repro eval --model M --dataset D [--checkpoint PATH|URL]` and `repro eval --all`.
 """
 
@@ -46,6 +47,7 @@ class Preprocessing:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     resize: str = "Resize(image_size) + CenterCrop(image_size), RGB scaled to [0, 1], then Normalize(mean, std)"
+    channel_order: str = "rgb"  # "bgr": channels reversed, as the authors' OpenCV loaders fed them (PAPER.md 4)
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,8 @@ def _entry_from(raw: dict, where: str) -> ManifestEntry:
             value=float(raw["value"]), tolerance=float(raw["tolerance"]),
             tolerance_reason=str(raw["tolerance_reason"]),
             preprocessing=Preprocessing(int(pre["image_size"]), tuple(float(x) for x in pre["mean"]),
-                                        tuple(float(x) for x in pre["std"])),
+                                        tuple(float(x) for x in pre["std"]),
+                                        channel_order=str(pre.get("channel_order", "rgb"))),
             num_classes=int(raw["num_classes"]), source=dict(raw.get("source") or {}))
     except KeyError as exc:
         raise ReproError(f"{where}: missing field {exc.args[0]!r}") from None
@@ -101,6 +104,8 @@ def _entry_from(raw: dict, where: str) -> ManifestEntry:
             problems.append(f"{name} {value!r} is not 64 lowercase hex digits")
     if not isinstance(entry.size, int) or entry.size <= 0:
         problems.append(f"size {entry.size!r} is not a byte count")
+    if entry.preprocessing.channel_order not in ("rgb", "bgr"):
+        problems.append(f"preprocessing.channel_order {entry.preprocessing.channel_order!r} is not 'rgb' or 'bgr'")
     if entry.format not in (SAFETENSORS, PICKLE):
         problems.append(f"format {entry.format!r} is not {SAFETENSORS!r} or {PICKLE!r}")
     if not entry.urls:
@@ -140,9 +145,17 @@ def read_manifest(path: Path) -> list[ManifestEntry]:
 def entry_as_yaml(entry: ManifestEntry) -> dict:
     raw = asdict(entry)
     raw["urls"] = list(entry.urls)
-    raw["preprocessing"] = {"image_size": entry.preprocessing.image_size, "mean": list(entry.preprocessing.mean),
-                            "std": list(entry.preprocessing.std), "resize": entry.preprocessing.resize}
+    raw["preprocessing"] = preprocessing_as_dict(entry.preprocessing)
     return raw
+
+
+def preprocessing_as_dict(pre: Preprocessing) -> dict:
+    """As the manifest and the released file's metadata hold it; channel_order only when it is not rgb, so
+    releases made before it was recorded keep their bytes (absent means rgb)."""
+    out = {"image_size": pre.image_size, "mean": list(pre.mean), "std": list(pre.std), "resize": pre.resize}
+    if pre.channel_order != "rgb":
+        out["channel_order"] = pre.channel_order
+    return out
 
 
 def render_manifest(entries: Sequence[ManifestEntry]) -> bytes:
@@ -289,45 +302,25 @@ def build_checked(model: str, num_classes: int, image_size: int, state: dict[str
 
 # --- evaluating ----------------------------------------------------------------------------------------------------
 
-def split_images(dataset: str, split: str, prepared_dir: Path, split_file: Path):
-    """(ids, uint8 images, class ids) of one split of the prepared dataset, checked against its labels."""
-    import numpy as np
-
+def report_split(dataset: str, split: str, pre: Preprocessing, data_dir: Path, split_file: Path):
+    """Split `split` of `dataset` read as training read it (repro.datasets.loaders.eval_split) from `data_dir`:
+    the raw folder of a published format, the prepared folder of the embedded digits, a user's own folder."""
     from repro.datasets import DATASETS
-    from repro.datasets.generic import LABELS_FILE, decode_images, read_labels
-    from repro.splits import read_split
+    from repro.datasets.loaders import eval_split
 
-    spec = DATASETS[dataset]
-    if not (Path(prepared_dir) / LABELS_FILE).is_file():
-        raise ReproError(f"{prepared_dir}: prepared images of {dataset} not found; run `repro data prepare "
-                         f"{dataset}` first")
-    rows = [r for r in read_split(split_file) if r[2] == split]
-    if not rows:
-        raise ReproError(f"{split_file}: no rows in split {split!r}")
-    labelled = dict(read_labels(prepared_dir))
-    class_index = {c: i for i, c in enumerate(spec.classes)}
-    bad = [r[0] for r in rows if labelled.get(r[0]) != r[1] or r[1] not in class_index]
-    if bad:
-        raise ReproError(f"{split_file}: {len(bad)} ids disagree with {prepared_dir} (first: {bad[0]}); re-run "
-                         f"`repro data prepare {dataset}`")
-    ids = [r[0] for r in rows]
-    targets = np.array([class_index[r[1]] for r in rows], dtype=np.int64)
-    return ids, decode_images(prepared_dir, ids), targets
+    return eval_split(DATASETS[dataset], split_file, data_dir, split, pre.image_size, pre.mean, pre.std,
+                      channel_order=pre.channel_order)
 
 
-def predict_scores(net: nn.Module, images, pre: Preprocessing, multilabel: bool, device: str = "cpu"):
-    """Class scores for `images`, computed as training measured them (repro.train.predict, eval transform)."""
+def predict_scores(net: nn.Module, dataset, multilabel: bool, device: str = "cpu"):
+    """Class scores over an eval dataset, computed as training measured them (repro.train.predict)."""
     import torch
-    from torch.utils.data import TensorDataset
 
-    from repro.datasets.transforms import eval_transform
     from repro.train import predict
 
-    transform = eval_transform(pre.image_size, pre.mean, pre.std)
-    batch = torch.stack([transform(image) for image in images])
     dev = torch.device(device)
     net = net.to(dev, memory_format=torch.channels_last)
-    return predict(net, TensorDataset(batch, torch.zeros(len(batch))), dev, multilabel)
+    return predict(net, dataset, dev, multilabel)
 
 
 @dataclass
@@ -348,7 +341,7 @@ class Verdict:
     detail: str = ""
 
 
-def verify_entry(entry: ManifestEntry, source: str, *, prepared_dir: Path, split_file: Path, cache_dir: Path,
+def verify_entry(entry: ManifestEntry, source: str, *, data_dir: Path, split_file: Path, cache_dir: Path,
                  allow_pickle: bool = False, device: str = "cpu",
                  on_progress: Progress | None = None) -> Verdict:
     """Verify one checkpoint end to end (see the module docstring); a refusal raises ReproError."""
@@ -367,21 +360,23 @@ def verify_entry(entry: ManifestEntry, source: str, *, prepared_dir: Path, split
                          f"{split_file}`")
     state = load_tensors(data, entry.format, str(path))
     net = build_checked(entry.model, entry.num_classes, entry.preprocessing.image_size, state, str(path))
-    ids, images, targets = split_images(entry.dataset, entry.split, prepared_dir, split_file)
-    scores = predict_scores(net, images, entry.preprocessing, spec.multilabel, device)
-    value = float(METRICS[entry.metric](targets, scores))
+    split = report_split(entry.dataset, entry.split, entry.preprocessing, data_dir, split_file)
+    scores = predict_scores(net, split.dataset, spec.multilabel, device)
+    value = float(METRICS[entry.metric](split.targets, scores))
     difference = value - entry.value
     # 1e-12: the recorded value went through YAML; a tolerance of 0 must still accept the identical number
     verdict = "pass" if abs(difference) <= entry.tolerance + 1e-12 else "fail"
     return Verdict(entry.model, entry.dataset, str(path), verdict, entry.metric, entry.value, value, difference,
-                   entry.tolerance, entry.tolerance_reason, entry.sha256, entry.split, len(ids))
+                   entry.tolerance, entry.tolerance_reason, entry.sha256, entry.split, len(split.ids))
 
 
-def verify_all(entries: Sequence[ManifestEntry], manifest: Path, *, prepared_root: Path, splits_dir: Path,
+def verify_all(entries: Sequence[ManifestEntry], manifest: Path, *, data_dir: Callable[[str], Path],
+               splits_dir: Path,
                cache_dir: Path, checkpoint: str | None = None, allow_pickle: bool = False, device: str = "cpu",
                progress: Callable[[str], Progress | None] | None = None) -> list[Verdict]:
     """Verify each entry (from `checkpoint` when given, else from its manifest URLs in order); one entry's
-    refusal is its verdict ("error" with the reason) and the others still run.
+    refusal is its verdict ("error" with the reason) and the others still run. `data_dir(dataset)` is the folder
+    its images are read from, as `repro finetune` reads them (repro.layout.data_dir).
 
     Only an unreachable copy (repro.download.Unreachable) moves on to the entry's next URL; a copy that was read
     and refused is the verdict, so a tampered mirror is never papered over by a good one.
@@ -392,7 +387,7 @@ def verify_all(entries: Sequence[ManifestEntry], manifest: Path, *, prepared_roo
         verdict, problems = None, []
         for source in sources:
             try:
-                verdict = verify_entry(entry, source, prepared_dir=Path(prepared_root) / entry.dataset,
+                verdict = verify_entry(entry, source, data_dir=Path(data_dir(entry.dataset)),
                                        split_file=Path(splits_dir) / entry.split_file, cache_dir=cache_dir,
                                        allow_pickle=allow_pickle, device=device,
                                        on_progress=progress(entry.key) if progress else None)

@@ -26,7 +26,8 @@ from pathlib import Path
 
 from repro.download import sha256_file
 from repro.errors import ReproError
-from repro.evaluate import SAFETENSORS, ManifestEntry, Preprocessing, build_checked, render_manifest
+from repro.evaluate import (SAFETENSORS, ManifestEntry, Preprocessing, build_checked, preprocessing_as_dict,
+                            render_manifest)
 from repro.results import PREDICTIONS_FILE, RUN_FILE, WEIGHTS_FILE, read_run
 from repro.splits import atomic_write
 
@@ -38,11 +39,11 @@ CHECKPOINT_FORMAT_VERSION = 1
 @dataclass(frozen=True)
 class RunRef:
     """A finished run folder, the split file its value was measured on, and (to re-check the value before
-    releasing) the prepared images of the dataset."""
+    releasing) the folder the run read its images from (repro.layout.data_dir)."""
 
     run_dir: Path
     split_file: Path
-    prepared_dir: Path | None = None
+    data_dir: Path | None = None
 
 
 def released_path(checkpoints_dir: Path, model: str, dataset: str) -> Path:
@@ -88,11 +89,12 @@ def recheck(net, record: dict, ref: RunRef, pre: Preprocessing, multilabel: bool
     run's predictions.csv). Both measured on this machine, before anything is published."""
     import numpy as np
 
-    from repro.evaluate import predict_scores, split_images
+    from repro.evaluate import predict_scores, report_split
     from repro.metrics import METRICS
 
-    ids, images, targets = split_images(record["dataset"], record["report_split"], ref.prepared_dir, ref.split_file)
-    scores = predict_scores(net, images, pre, multilabel)
+    split = report_split(record["dataset"], record["report_split"], pre, ref.data_dir, ref.split_file)
+    ids, targets = split.ids, split.targets
+    scores = predict_scores(net, split.dataset, multilabel)
     with open(Path(ref.run_dir) / PREDICTIONS_FILE, newline="") as handle:
         recorded = {row["id"]: row for row in csv.DictReader(handle)}
     if set(recorded) != set(ids):
@@ -129,9 +131,10 @@ def export(ref: RunRef, target: Path, *, base_url: str | None = None, manifest_d
     net = build_checked(model, spec.num_classes, int(config["image_size"]), state, str(weights))
     if not Path(ref.split_file).is_file():
         raise ReproError(f"{ref.split_file}: missing split file; run `repro data prepare {dataset}`")
-    pre = Preprocessing(int(config["image_size"]), tuple(config["mean"]), tuple(config["std"]))
+    pre = Preprocessing(int(config["image_size"]), tuple(config["mean"]), tuple(config["std"]),
+                        channel_order=config.get("channel_order", "rgb"))
     tol, reason = tolerance_for(record["metric"], run_dir / PREDICTIONS_FILE, tolerance)
-    if ref.prepared_dir is not None:
+    if ref.data_dir is not None:
         value, drift = recheck(net, record, ref, pre, spec.multilabel)
         if abs(value - record["value"]) > tol + 1e-12:
             raise ReproError(f"{where}: re-evaluated here, {record['metric']} is {value:.6f}, not the recorded "
@@ -147,8 +150,7 @@ def export(ref: RunRef, target: Path, *, base_url: str | None = None, manifest_d
             "classes": list(spec.classes), "num_classes": spec.num_classes, "metric": record["metric"],
             "value": record["value"], "split": record["report_split"], "split_file": Path(ref.split_file).name,
             "split_sha256": sha256_file(ref.split_file),
-            "preprocessing": {"image_size": pre.image_size, "mean": list(pre.mean), "std": list(pre.std),
-                              "resize": pre.resize}, "source": source}
+            "preprocessing": preprocessing_as_dict(pre), "source": source}
     data = save({k: v.contiguous() for k, v in state.items()},
                 metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
     target = Path(target)

@@ -190,22 +190,13 @@ class Splits:
     cache: Path | None  # the decoded-image cache used, if any
 
 
-def build_splits(spec: DatasetSpec, split_path: Path, data_dir: Path, size: int, mean: Sequence[float],
-                 std: Sequence[float], *, channel_order: str = "rgb", cache_root: Path | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> Splits:
-    """The train, selection and report datasets of `spec` from its split file and data folder.
-
-    With `cache_root`, every image is decoded and resized once into the decoded-image cache
-    (repro.datasets.cache) and epochs read uint8 pixels from it; without, each access decodes the file.
-    `progress(done, total)` is called while a cache is built.
-    """
-    import torch
-
-    from repro.datasets.transforms import eval_geometry, finish, train_transform
+def checked_rows(spec: DatasetSpec, split_path: Path, data_dir: Path
+                 ) -> tuple[Source, dict[str, list[tuple[str, str]]]]:
+    """The image source of `spec` in `data_dir` and the split file's (id, label) rows per split, after checking
+    that every id is in the data and, where the raw data labels it, with the same label."""
     from repro.splits import read_split
 
     rows = read_split(split_path)
-    order = effective_channel_order(spec, channel_order)
     source = image_source(spec, data_dir, [r[0] for r in rows])
     problems = []
     for image_id, label, _ in rows:
@@ -219,6 +210,54 @@ def build_splits(spec: DatasetSpec, split_path: Path, data_dir: Path, size: int,
     by_split: dict[str, list[tuple[str, str]]] = {}
     for image_id, label, split in rows:
         by_split.setdefault(split, []).append((image_id, label))
+    return source, by_split
+
+
+@dataclass
+class EvalSplit:
+    """One split as training measured it: ids, the eval dataset (resize + center crop + normalize), targets."""
+
+    ids: list[str]
+    dataset: object
+    targets: np.ndarray
+    channel_order: str
+
+
+def eval_split(spec: DatasetSpec, split_path: Path, data_dir: Path, split: str, size: int, mean: Sequence[float],
+               std: Sequence[float], *, channel_order: str = "rgb") -> EvalSplit:
+    """Split `split` of `spec` read exactly as `build_splits` reads an evaluation split (same source, channel
+    order, targets and eval transform), decoding the files without the cache: what `repro eval` and
+    `repro release` re-evaluate a checkpoint on."""
+    import torch
+
+    from repro.datasets.transforms import eval_geometry, finish
+
+    order = effective_channel_order(spec, channel_order)
+    source, by_split = checked_rows(spec, split_path, data_dir)
+    if split not in by_split:
+        raise ReproError(f"{split_path}: no rows in split {split!r}")
+    ids = [i for i, _ in by_split[split]]
+    y = encode_targets(spec, [label for _, label in by_split[split]], f"{split_path} (split {split})")
+    files = ImageFileDataset(source.root, [source.paths[i] for i in ids], torch.from_numpy(y), eval_geometry(size),
+                             order, ids)
+    return EvalSplit(ids, CroppedEvalDataset.from_dataset(files, size, finish(mean, std)), y, order)
+
+
+def build_splits(spec: DatasetSpec, split_path: Path, data_dir: Path, size: int, mean: Sequence[float],
+                 std: Sequence[float], *, channel_order: str = "rgb", cache_root: Path | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> Splits:
+    """The train, selection and report datasets of `spec` from its split file and data folder.
+
+    With `cache_root`, every image is decoded and resized once into the decoded-image cache
+    (repro.datasets.cache) and epochs read uint8 pixels from it; without, each access decodes the file.
+    `progress(done, total)` is called while a cache is built.
+    """
+    import torch
+
+    from repro.datasets.transforms import eval_geometry, finish, train_transform
+
+    order = effective_channel_order(spec, channel_order)
+    source, by_split = checked_rows(spec, split_path, data_dir)
     for needed in ("train", spec.select_split, spec.report_split):
         if needed not in by_split:
             raise ReproError(f"{split_path}: no rows in split {needed!r}")
