@@ -3,10 +3,12 @@ temporary copy of the repository, as a new user would from a fresh clone."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,23 @@ def smoke_study(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
 def checkout(tmp_path) -> Path:
     """A fresh copy of the repository (no results), for CLI tests that write files."""
     return copy_checkout(tmp_path / "repo")
+
+
+@contextlib.contextmanager
+def serve_folder(folder: Path) -> Iterator[str]:
+    """A plain HTTP server for the files of `folder` on 127.0.0.1 (quiet, stopped on exit); yields its base URL."""
+    import http.server
+    import threading
+    from functools import partial
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(folder)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

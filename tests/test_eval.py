@@ -16,7 +16,7 @@ import yaml
 
 import repro.evaluate as evaluate
 from checkpoint_fixtures import SQUEEZE, TINY, digits_layout, hostile_pickle, make_run
-from conftest import BIN, ROOT, run
+from conftest import BIN, ROOT, run, serve_folder
 from repro.download import sha256_file
 from repro.errors import ReproError, UsageError
 from repro.evaluate import PICKLE, find_entry, read_manifest, render_manifest, verify_all
@@ -181,22 +181,13 @@ def test_missing_images_say_what_to_run(repo):
 
 
 def test_a_checkpoint_is_downloaded_verified_and_the_next_url_tried_only_when_unreachable(repo, tmp_path):
-    import http.server
-    import threading
-    from functools import partial
-
     served = tmp_path / "served"
     served.mkdir()
     shutil.copy(_released_file(repo), served / "good.safetensors")
     bad = bytearray(_released_file(repo).read_bytes())
     bad[-5] ^= 1
     (served / "bad.safetensors").write_bytes(bytes(bad))
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    handler.log_message = lambda *args: None
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{httpd.server_port}"
-    try:
+    with serve_folder(served) as base:
         entry, = read_manifest(repo / "paper" / "checkpoints.yaml")
         dead = "http://127.0.0.1:9/gone.safetensors"
         verdict, = _verify(repo, [replace(entry, urls=(dead, f"{base}/good.safetensors"))])
@@ -208,9 +199,6 @@ def test_a_checkpoint_is_downloaded_verified_and_the_next_url_tried_only_when_un
         verdict, = _verify(repo, [replace(entry, urls=(f"{base}/bad.safetensors", f"{base}/good.safetensors"))])
         assert verdict.verdict == "error" and "does not match the expected" in verdict.detail
         assert not any(p.is_file() for p in (repo / "cache").rglob("*"))
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def test_manifest_problems_are_one_line_naming_the_entry(tmp_path, released):

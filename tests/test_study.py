@@ -74,6 +74,29 @@ def test_the_eval_stage_verifies_the_release_and_dvc_pins_its_files(smoke_study)
     assert "up to date" in run([dvc, "status", "eval"], root).stdout
 
 
+def test_the_study_released_as_an_archive_verifies_from_it(smoke_study, tmp_path):
+    """`repro release --archive` on the study's real runs, then `repro eval --archive` with the released folder
+    gone: every file comes out of the zip and passes against the new manifest."""
+    import shutil
+
+    root, _ = smoke_study
+    repro = str(BIN / "repro")
+    manifest, archive, report = tmp_path / "rel/checkpoints.yaml", tmp_path / "release.zip", tmp_path / "eval.json"
+    done = run([repro, "release", "--manifest", str(manifest), "--out", str(tmp_path / "rel/checkpoints"),
+                "--archive", str(archive)], root)
+    import zipfile
+
+    assert "archive:" in done.stdout
+    names = zipfile.ZipFile(archive).namelist()
+    assert len(names) == len(SMOKE["finetune"]["models"]) + 1 and "checkpoints.yaml" in names
+    shutil.rmtree(tmp_path / "rel/checkpoints")
+    run([repro, "eval", "--all", "--manifest", str(manifest), "--archive", str(archive), "--json", str(report),
+         "--cache-dir", str(tmp_path / "cache")], root)
+    document = json.loads(report.read_text())
+    assert document["counts"]["pass"] == len(SMOKE["finetune"]["models"]) and document["counts"]["error"] == 0
+    assert all(v["source"].startswith(str(archive)) for v in document["checkpoints"])
+
+
 def test_slopes_match_a_refit_of_the_summary(smoke_study):
     root, _ = smoke_study
     summary = pd.read_csv(root / "results/summary.csv")

@@ -12,15 +12,22 @@ sha256) and the preprocessing. Verifying one entry is, in this order:
    training read (the raw download of a published format) exactly as training measured it (repro.train.predict),
    and compare with the recorded value within the manifest's tolerance.
 Exercised by `repro eval --model M --dataset D [--checkpoint PATH|URL]` and `repro eval --all`.
+
+`repro eval --archive PATH|URL` takes the files from a release archive (`repro release --archive`, or any zip or
+tar laid out like the manifest's folder) instead: it is unpacked by repro.datasets.fetch.unpack into a temporary
+folder (a member that would land outside it, or a link, refuses the whole archive before anything is written), and
+each entry of the repository's manifest is verified as above from that folder at its relative URL. The manifest in
+the archive is not read: the repository's pins are the trusted ones.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
@@ -194,10 +201,24 @@ def resolve(checkpoint: str) -> str:
     return check_url(checkpoint) if "://" in checkpoint else checkpoint
 
 
-def manifest_sources(entry: ManifestEntry, manifest: Path) -> list[str]:
-    """The entry's URLs as absolute URLs: relative ones resolve against the manifest's own location."""
-    base = Path(manifest).resolve().as_uri()
-    return [check_url(urljoin(base, url)) for url in entry.urls]
+def manifest_sources(entry: ManifestEntry, manifest: Path, base: Path | None = None) -> list[str]:
+    """The entry's URLs as absolute URLs: relative ones resolve against the manifest's own location.
+
+    With `base` (the folder a release archive was unpacked into) only the relative ones count, resolved against
+    `base`: an absolute URL, or a relative one that would leave `base`, cannot name a file of the archive.
+    """
+    if base is None:
+        root = Path(manifest).resolve().as_uri()
+        return [check_url(urljoin(root, url)) for url in entry.urls]
+    folder = Path(base).resolve()
+    sources = []
+    for url in entry.urls:
+        if urlsplit(url).scheme or url.startswith(("/", "\\")):
+            continue
+        source = urljoin(folder.as_uri() + "/", url)
+        if Path(os.path.normpath(file_url_path(source))).is_relative_to(folder):
+            sources.append(source)
+    return sources
 
 
 def default_cache() -> Path:
@@ -242,6 +263,50 @@ def obtain(entry: ManifestEntry, source: str, cache_dir: Path, *, allow_pickle: 
         raise ReproError(f"{path}: sha256 {digest} does not match the manifest's {entry.sha256} for {entry.key}; "
                          "refused before loading (modified or not the released file)")
     return path, data
+
+
+@contextlib.contextmanager
+def unpacked_archive(source: str, cache_dir: Path, on_progress: Progress | None = None) -> Iterator[Path]:
+    """The release archive `source` (a zip or tar) unpacked into a new temporary folder under `cache_dir`, removed
+    on exit. A local path is read in place; an https:// or file:// URL is downloaded into `cache_dir` first
+    (repro.download, within its size limit).
+
+    Unpacking is repro.datasets.fetch.unpack: a member with an absolute path or `..`, or a link, refuses the whole
+    archive before a byte is written. Nothing in the archive is trusted; the caller checks each file it takes
+    against its own manifest.
+    """
+    import shutil
+    import tarfile
+    import tempfile
+    import zipfile
+
+    from repro.datasets.fetch import unpack
+
+    cache_dir = Path(cache_dir)
+    if "://" in source:
+        parts = urlsplit(check_url(source))
+        if parts.scheme == "file":
+            path = file_url_path(source)
+        else:
+            name = Path(parts.path).name or "archive"
+            target = cache_dir / "archives" / f"{hashlib.sha256(source.encode()).hexdigest()[:16]}-{name}"
+            path = download(source, target, on_progress=on_progress).path
+    else:
+        path = Path(source)
+    if not path.is_file():
+        raise ReproError(f"{source}: release archive not found")
+    if not (zipfile.is_zipfile(path) or tarfile.is_tarfile(path)):
+        raise ReproError(f"{source}: neither a zip nor a tar archive; pass the file `repro release --archive` "
+                         "wrote (or a zip or tar of the manifest's folder)")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=".archive-", dir=cache_dir))
+    try:
+        root = folder / "release"  # unpack() wants a new folder
+        unpack(path, root)
+        root.mkdir(exist_ok=True)  # an empty archive: every file is then missing from it
+        yield root
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # --- loading and matching ------------------------------------------------------------------------------------------
@@ -373,19 +438,42 @@ def verify_entry(entry: ManifestEntry, source: str, *, data_dir: Path, split_fil
 def verify_all(entries: Sequence[ManifestEntry], manifest: Path, *, data_dir: Callable[[str], Path],
                splits_dir: Path,
                cache_dir: Path, checkpoint: str | None = None, allow_pickle: bool = False, device: str = "cpu",
-               progress: Callable[[str], Progress | None] | None = None) -> list[Verdict]:
+               progress: Callable[[str], Progress | None] | None = None, base: Path | None = None,
+               base_label: str | None = None) -> list[Verdict]:
     """Verify each entry (from `checkpoint` when given, else from its manifest URLs in order); one entry's
     refusal is its verdict ("error" with the reason) and the others still run. `data_dir(dataset)` is the folder
     its images are read from, as `repro finetune` reads them (repro.layout.data_dir).
 
     Only an unreachable copy (repro.download.Unreachable) moves on to the entry's next URL; a copy that was read
     and refused is the verdict, so a tampered mirror is never papered over by a good one.
+
+    With `base` (a release archive unpacked by `unpacked_archive`) each file is taken from that folder at the
+    entry's relative URL (manifest_sources), checked like any other copy; a file the archive lacks is the entry's
+    error, naming the member. `base_label` (the archive as the user named it) stands for the temporary folder in
+    verdicts and messages.
     """
+    if checkpoint and base is not None:
+        raise UsageError("--checkpoint and --archive both say where the file is: give one of them")
+    root = Path(base).resolve() if base is not None else None
+    label = base_label or (str(root) if root is not None else "")
+
+    def member(source: str) -> str:
+        return Path(os.path.normpath(file_url_path(source))).relative_to(root).as_posix()
+
+    def shown(text: str) -> str:
+        return text if root is None else text.replace(f"{root}{os.sep}", f"{label}/")
+
     verdicts = []
     for entry in entries:
-        sources = [resolve(checkpoint)] if checkpoint else manifest_sources(entry, manifest)
+        sources = [resolve(checkpoint)] if checkpoint else manifest_sources(entry, manifest, root)
         verdict, problems = None, []
+        if not sources:  # only with `base`: every URL of the entry is absolute
+            problems.append(f"{entry.key}: no URL relative to the manifest ({', '.join(entry.urls)}), so no file "
+                            f"of {label} is its file")
         for source in sources:
+            if root is not None and not file_url_path(source).is_file():
+                problems.append(f"{label} has no member {member(source)!r} (the file of {entry.key})")
+                continue
             try:
                 verdict = verify_entry(entry, source, data_dir=Path(data_dir(entry.dataset)),
                                        split_file=Path(splits_dir) / entry.split_file, cache_dir=cache_dir,
@@ -397,10 +485,16 @@ def verify_all(entries: Sequence[ManifestEntry], manifest: Path, *, data_dir: Ca
             except ReproError as error:
                 problems.append(str(error))
                 break
-        verdicts.append(verdict or Verdict(entry.model, entry.dataset, sources[0], "error", entry.metric,
-                                           entry.value, tolerance=entry.tolerance,
-                                           tolerance_reason=entry.tolerance_reason, sha256=entry.sha256,
-                                           split=entry.split, detail=" | ".join(problems)))
+        if verdict is not None:
+            verdicts.append(verdict if root is None else replace(verdict, source=f"{label}/{member(source)}"))
+            continue
+        if root is None:
+            where = sources[0]
+        else:
+            where = f"{label}/{member(sources[0])}" if sources else label
+        verdicts.append(Verdict(entry.model, entry.dataset, where, "error", entry.metric, entry.value,
+                                tolerance=entry.tolerance, tolerance_reason=entry.tolerance_reason,
+                                sha256=entry.sha256, split=entry.split, detail=shown(" | ".join(problems))))
     return verdicts
 
 

@@ -13,6 +13,11 @@ two best class probabilities differ by NEAR_TIE or more changes its arg-max only
 NEAR_TIE / 2: far beyond float32 summation-order drift between CPUs (other SIMD widths or oneDNN kernels; about
 1e-5 on logits of this size: an estimate, not measured across machines). The tolerance is (images within NEAR_TIE)
 / (images). Other metrics take the tolerance the releaser states. Exercised by `repro release`.
+
+`repro release --archive PATH.zip` also writes the release as one zip (what a team uploads to Zenodo as a single
+file): the manifest under its own name and each file under its manifest-relative path, so the manifest's relative
+URLs resolve inside the unpacked archive (`repro eval --archive` reads it that way). Members are sorted by name and
+stored with a fixed timestamp and permissions, so rebuilding the same release gives the same bytes.
 """
 
 from __future__ import annotations
@@ -20,12 +25,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from repro.download import sha256_file
-from repro.errors import ReproError
+from repro.errors import ReproError, UsageError
 from repro.evaluate import (SAFETENSORS, ManifestEntry, Preprocessing, build_checked, preprocessing_as_dict,
                             render_manifest)
 from repro.results import PREDICTIONS_FILE, RUN_FILE, WEIGHTS_FILE, read_run
@@ -34,6 +40,8 @@ from repro.splits import atomic_write
 NEAR_TIE = 1e-3  # probability margin; see the module docstring
 METADATA_KEY = "repro"
 CHECKPOINT_FORMAT_VERSION = 1
+ARCHIVE_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest a zip can state: members carry no build time
+ARCHIVE_MODE = 0o644  # and no permissions of the machine that built them
 
 
 @dataclass(frozen=True)
@@ -200,3 +208,73 @@ def read_metadata(path: Path) -> dict:
     if raw is None:
         raise ReproError(f"{path}: no {METADATA_KEY!r} metadata; not a checkpoint written by `repro release`")
     return json.loads(raw)
+
+
+def check_archive_target(archive: Path, out_dir: Path | None = None, manifest: Path | None = None) -> None:
+    """Refuse, before anything is exported, an --archive that is not a .zip, or released files that would not lie
+    under the manifest's folder (their URLs would then be absolute, and the archive could not place them)."""
+    if Path(archive).suffix.lower() != ".zip":
+        raise UsageError(f"--archive {archive}: the release archive is written as a zip; give a path ending in .zip")
+    if out_dir is not None and manifest is not None \
+            and not Path(out_dir).resolve().is_relative_to(Path(manifest).parent.resolve()):
+        raise UsageError(f"--archive needs the released files under the manifest's folder "
+                         f"({Path(manifest).parent}), so that its relative URLs hold inside the archive; "
+                         f"--out {out_dir} is not")
+
+
+def archive_member(entry: ManifestEntry) -> str:
+    """The path of `entry`'s file inside a release archive: its manifest-relative URL."""
+    from repro.datasets.fetch import safe_member
+
+    relative = [url for url in entry.urls if "://" not in url]
+    if not relative:
+        raise ReproError(f"{entry.key}: no URL relative to the manifest ({', '.join(entry.urls)}), so a release "
+                         "archive cannot place its file; release with --out under the manifest's folder")
+    try:
+        return safe_member(relative[0], Path("the release archive")).as_posix()
+    except ReproError:
+        raise ReproError(f"{entry.key}: its URL {relative[0]!r} leaves the manifest's folder, so a release archive "
+                         "cannot hold its file") from None
+
+
+def write_archive(entries: Sequence[ManifestEntry], manifest: Path, target: Path) -> list[str]:
+    """Write the release archive `target` (a zip, atomic): `manifest` under its own file name and each entry's
+    file under its manifest-relative path; returns the member names.
+
+    Deterministic: members sorted by name, stored (safetensors do not compress), with ARCHIVE_TIME and
+    ARCHIVE_MODE and no extra fields. Each file is checked against its entry's sha256 and size as it is added, so
+    the archive holds what the manifest pins.
+    """
+    import zipfile
+
+    check_archive_target(target)
+    manifest, target = Path(manifest), Path(target)
+    members: dict[str, ManifestEntry | None] = {manifest.name: None}
+    for entry in entries:
+        member = archive_member(entry)
+        if member in members:
+            raise ReproError(f"{entry.key}: archive member {member!r} is taken twice")
+        members[member] = entry
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
+            for member in sorted(members):
+                path, entry = manifest.parent / member, members[member]
+                try:
+                    data = path.read_bytes()
+                except FileNotFoundError:
+                    raise ReproError(f"{path}: missing; run `repro release` again") from None
+                if entry is not None and (len(data) != entry.size
+                                          or hashlib.sha256(data).hexdigest() != entry.sha256):
+                    raise ReproError(f"{path}: not the file {manifest} pins for {entry.key} (sha256 or size "
+                                     "differs); run `repro release` again")
+                info = zipfile.ZipInfo(member, date_time=ARCHIVE_TIME)
+                info.compress_type = zipfile.ZIP_STORED
+                info.create_system = 3  # unix, whatever the building machine: the attributes below mean the same
+                info.external_attr = ARCHIVE_MODE << 16
+                archive.writestr(info, data)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return sorted(members)
