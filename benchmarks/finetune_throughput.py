@@ -1,7 +1,7 @@
 """Training images/s of our fine-tuning loop against a loop written like the authors' script, same model and data.
 
 Run: `PYTHONPATH=src python benchmarks/finetune_throughput.py [--models mobilenet_v3_small resnet50] [--size 224]
-[--images 192] [--epochs 2] [--batch 32] [--threads 1] [--amp auto|bf16|off] [--table benchmarks/throughput.csv]`
+[--images 192] [--epochs 2] [--batch 32] [--threads 1] [--amp auto|bf16|off] [--ddp N] [--table benchmarks/throughput.csv]`
 
 Data: real JPEG files written to a temporary folder (the embedded digits upscaled to 800 x 600, Cassava's photo
 size, quality 90), the same files for both loops. Both loops train the same architecture (random init, ImageNet
@@ -14,6 +14,10 @@ class count replaced by 5) with AdamW, cross-entropy, batch `--batch`, Cassava's
   `repro.datasets.cache` (built once, its build time printed apart), uint8 tensor transforms, channels_last and the
   protocol's amp setting (`--amp`, default auto: bf16 autocast on CUDA, fp32 on CPU; `--amp bf16` measures bf16
   autocast on a CPU too, which pays off where the CPU has bf16 matrix units, e.g. Intel AMX).
+  With `--ddp N` our loop runs as `repro finetune --ddp N` does (repro.ddp): N processes under torchrun with
+  `--threads / N` threads each, the same global batch split between them, gloo on CPU; the baseline stays one
+  process on `--threads` threads, as the authors' script on one machine. Images/s is then all ranks' images over
+  rank 0's training time.
 Prints images/s of each and the ratio per model; `--table` appends the measured rates to the throughput table
 that `repro plan` reads (device kind from `--device-kind`, e.g. cpu or cuda-h200).
 """
@@ -124,6 +128,42 @@ def ours_rate(model_name: str, cache, labels: torch.Tensor, size: int, batch: in
     return result.train_images / result.train_seconds
 
 
+def ours_ddp_rate(args: argparse.Namespace, short: str, tmp: Path) -> float:
+    """ours_rate in `args.ddp` processes under torchrun (this script in --worker mode), as `repro finetune --ddp`."""
+    import os
+    import subprocess
+    import sys
+
+    from repro.ddp import torchrun_command
+
+    command = torchrun_command(args.ddp, ["--worker", str(tmp), "--models", short, "--size", str(args.size),
+                                          "--images", str(args.images), "--epochs", str(args.epochs), "--batch",
+                                          str(args.batch), "--device", args.device, "--amp", args.amp],
+                               program=[str(Path(__file__).resolve())])
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, args.threads // args.ddp))}
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    rates = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("RATE ")]
+    if done.returncode or not rates:
+        raise SystemExit(f"the --ddp {args.ddp} run failed:\n{done.stdout}\n{done.stderr}")
+    return float(rates[0])
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One rank of ours_ddp_rate: the cache the parent built, our loop in the process group; rank 0 prints."""
+    from repro.ddp import process_group
+
+    torch.set_num_threads(int(__import__("os").environ.get("OMP_NUM_THREADS", "1")))
+    names = [f"img_{i:05d}.jpg" for i in range(args.images)]
+    cache = open_or_build(args.worker / "cache", args.worker / "jpegs", names, [(n,) for n in names], args.size,
+                          "rgb", progress=None)
+    labels = torch.arange(args.images) % CLASSES
+    with process_group(args.device) as dist:
+        rate = ours_rate(NAMES[args.models[0]], cache, labels, args.size, args.batch, args.epochs, args.device,
+                         args.amp)
+        if dist.main:
+            print(f"RATE {rate}", flush=True)
+
+
 def eval_rate(model_name: str, count: int, size: int, device: str) -> float:
     """Images/s of repro.train.predict (the per-epoch evaluation) on preprocessed images, channels_last."""
     model = build_model(model_name, CLASSES).to(resolve_device(device), memory_format=torch.channels_last)
@@ -161,7 +201,12 @@ def main() -> None:
                         help="our loop's autocast setting (the baseline is fp32, as the authors' script)")
     parser.add_argument("--device-kind", default=None, help="name for the table [default: cpu or cuda-<gpu>]")
     parser.add_argument("--table", type=Path, default=None, help="append the rates to this throughput CSV")
+    parser.add_argument("--ddp", type=int, default=1, help="our loop in N processes, as `repro finetune --ddp N`")
+    parser.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)  # one rank of --ddp
     args = parser.parse_args()
+    if args.worker is not None:
+        worker(args)
+        return
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     kind = args.device_kind or ("cpu" if device.type == "cpu" else "cuda-" + torch.cuda.get_device_name(device)
@@ -177,12 +222,14 @@ def main() -> None:
                               progress=None)
         build = time.perf_counter() - started
         print(f"{args.images} JPEGs 800x600, {args.size} px, batch {args.batch}, {args.epochs} epochs, "
-              f"{args.threads} torch thread(s), device {device} ({cpu_name()}), our amp {args.amp}; "
+              f"{args.threads} torch thread(s), device {device} ({cpu_name()}), our amp {args.amp}"
+              f"{f', ours in {args.ddp} DDP processes' if args.ddp > 1 else ''}; "
               f"cache built once in {build:.1f} s")
         for short in args.models:
             name = NAMES[short]
             base = baseline_rate(name, root, names, labels, args.size, args.batch, args.epochs, device)
-            ours = ours_rate(name, cache, labels, args.size, args.batch, args.epochs, str(device), args.amp)
+            ours = (ours_ddp_rate(args, short, Path(tmp)) if args.ddp > 1 else
+                    ours_rate(name, cache, labels, args.size, args.batch, args.epochs, str(device), args.amp))
             evaluation = eval_rate(name, args.images, args.size, str(device))
             print(f"{short:20s} baseline {base:8.2f} img/s   ours {ours:8.2f} img/s   ratio {ours / base:5.2f}x   "
                   f"(eval {evaluation:8.2f} img/s)",

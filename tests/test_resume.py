@@ -3,6 +3,7 @@ the files of an uninterrupted run (CPU, deterministic mode) and leave no state o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -171,3 +172,64 @@ def test_strict_protocol_selects_on_a_slice_of_train_and_records_it(tmp_path):
     train_ids = {line.split(",")[0] for line in (root / "data/splits/digits.csv").read_text().splitlines()
                  if line.endswith(",train")}
     assert {line.split(",")[0] for line in carved[1:]} <= train_ids
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL `pid` and every process below it. torchrun starts each rank in a session of its own, so killing
+    torchrun's process group would leave the ranks running."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, queue = [], [pid]
+    while queue:
+        tree.append(queue.pop())
+        queue += children.get(tree[-1], [])
+    for member in reversed(tree):  # the ranks first, so none outlives its launcher even briefly
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(member, signal.SIGKILL)
+
+
+@pytest.mark.slow  # about 2-4 minutes: torchrun starts two processes per attempt
+def test_a_ddp_run_killed_as_a_whole_resumes_to_the_uninterrupted_ddp_result(tmp_path):
+    """`repro finetune --ddp 2` (two gloo processes under torchrun), its whole process group SIGKILLed twice after
+    a saved epoch, then run to the end: the files equal those of an uninterrupted `--ddp 2` run."""
+    root = tiny_study(tmp_path / "study", {"train": 640, "val": 40, "test": 40})  # epochs of about a second
+    env = single_thread_env()
+    reference = root / "out/reference"
+    done = subprocess.run(finetune_args(reference) + ["--ddp", "2"], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads((reference / "run.json").read_text())["config"]["ddp_world_size"] == 2
+
+    target = root / "out/killed"
+    progress = target.with_name("killed.state") / "progress.pt"
+    rng = random.Random(99)
+    kills = 0
+    for _ in range(2):
+        before = progress.stat().st_mtime if progress.exists() else 0
+        proc = subprocess.Popen(finetune_args(target) + ["--ddp", "2"], cwd=root, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started = time.monotonic()
+        while proc.poll() is None and time.monotonic() - started < 300:
+            if progress.exists() and progress.stat().st_mtime > before:
+                break
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0, 0.3))
+        if proc.poll() is None:
+            kill_tree(proc.pid)  # torchrun and both ranks, as a lost node
+            proc.wait()
+            kills += 1
+    assert kills == 2
+    final = subprocess.run(finetune_args(target) + ["--ddp", "2"], cwd=root, env=env, capture_output=True,
+                           text=True, timeout=600)
+    assert final.returncode == 0, final.stdout + final.stderr
+    assert "done" in final.stdout and "resumed_from" in json.loads((target / "run.json").read_text())
+    assert comparable(target) == comparable(reference)
+    assert leftovers(root / "out") == []
+    skipped = subprocess.run(finetune_args(target) + ["--ddp", "2"], cwd=root, env=env, capture_output=True,
+                             text=True, timeout=600)
+    assert skipped.returncode == 0 and "skipped" in skipped.stdout

@@ -6,6 +6,7 @@ Every verb reads the study's parameters from params.yaml (`--params` to use anot
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -334,6 +335,9 @@ def finetune(
                                           "per model and dataset) and train nothing.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Retrain even if a finished run with the same config "
                                         "exists.")] = False,
+    ddp_processes: Annotated[int, typer.Option(
+        "--ddp", min=1, help="Train across N processes of this node with torchrun (DistributedDataParallel: one GPU "
+                             "each on CUDA, gloo on CPU); see repro.ddp for what stays equal to one process.")] = 1,
 ) -> None:
     """Fine-tune one model on one dataset over the lr x wd grid; write run.json, predictions and weights.
 
@@ -355,6 +359,18 @@ def finetune(
         return
     if model is None or dataset is None:
         raise UsageError("finetune needs --model and --dataset (or --dry-run to see the plan of the whole study)")
+    from repro import ddp
+
+    if ddp_processes > 1 and not ddp.from_env().active:  # start this command N times under torchrun
+        import subprocess
+
+        args = ["finetune", "--model", model, "--dataset", dataset, "--params", str(params)]
+        args += (["--out", str(out_dir)] if out_dir else []) + (["--force"] if force else [])
+        code = subprocess.run(ddp.torchrun_command(ddp_processes, args)).returncode
+        if code:
+            raise ReproError(f"the {ddp_processes} DDP processes of {model} on {dataset} ended with exit status "
+                             f"{code} (see their output above); run the same command again to resume")
+        return
     spec = MODELS[model]
     fp = p.finetune
     grid = len(fp.lrs) * len(fp.wds)
@@ -363,8 +379,9 @@ def finetune(
 
     from repro.study import finetune_to_dir
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[last]}"), console=err) as progress:
+    with ddp.process_group(fp.device) as dist, \
+            Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                     TextColumn("{task.fields[last]}"), console=err, disable=not dist.main) as progress:
         task = progress.add_task(f"{spec.name} on {dataset}", total=grid * fp.epochs, last="")
 
         def on_epoch(config: int, epoch: int, record: dict) -> None:
@@ -381,6 +398,8 @@ def finetune(
                                          layout.WEIGHTS_LOCK, run_dir, on_epoch, force=force,
                                          cache_root=layout.CACHE, on_cache=on_cache)
         progress.update(task, completed=grid * fp.epochs)
+    if not dist.main:
+        return
     if status == "skipped":
         out.print(f"[green]skipped[/] {spec.name} on {dataset}: finished with the same config in {run_dir} "
                   "(--force to retrain)")
@@ -825,13 +844,18 @@ def release_checkpoints(
         help="https:// address the released folder will be uploaded to; added as a second URL per file.")] = None,
     tolerance: Annotated[float | None, typer.Option(
         help="Tolerance for metrics other than accuracy (accuracy's is measured from the predictions).")] = None,
+    archive: Annotated[Path | None, typer.Option(
+        help="Also write the release as one .zip (the manifest and the files at their relative URLs), for an "
+             "archive site such as Zenodo; byte-identical when rebuilt.")] = None,
 ) -> None:
     """Export the study's best checkpoints (safetensors + metadata) and write the manifest that pins them."""
     from rich.table import Table
 
     from repro.models import MODELS
-    from repro.release import RunRef, release
+    from repro.release import RunRef, check_archive_target, release, write_archive
 
+    if archive is not None:
+        check_archive_target(archive, out_dir, manifest)
     p = _params(params)
     refs = [RunRef(layout.run_dir(MODELS[m].path, d), layout.split_file(d), layout.data_dir(d))
             for d in p.finetune.datasets for m in p.finetune.models]
@@ -843,6 +867,10 @@ def release_checkpoints(
         table.add_row(e.model, e.dataset, e.metric, f"{e.value:.4f}", f"{e.tolerance:.4f}", f"{e.size / 1e6:.1f}",
                       e.sha256[:16])
     out.print(table)
+    if archive is not None:
+        members = write_archive(entries, manifest, archive)
+        out.print(f"archive: {archive} ({len(members)} members, {archive.stat().st_size / 1e6:.1f} MB)",
+                  highlight=False)
 
 
 @app.command("eval")
@@ -853,6 +881,9 @@ def eval_checkpoints(
     checkpoint: Annotated[str | None, typer.Option(
         help="A local path or https:// / file:// URL instead of the manifest's URLs (still checked against its "
              "sha256).")] = None,
+    archive: Annotated[str | None, typer.Option(
+        help="A release archive (zip or tar; local path or https:// / file:// URL) to take the files from, at "
+             "their relative URLs; each is still checked against --manifest's sha256 and size.")] = None,
     manifest: ManifestOpt = RELEASE_MANIFEST,
     allow_pickle: Annotated[bool, typer.Option(
         "--allow-pickle", help="Accept .pt/.pth/.bin after the sha256 check, loaded only with "
@@ -873,13 +904,15 @@ def eval_checkpoints(
     from repro.datasets import DATASETS
     from repro.download import rich_progress_factory
     from repro.errors import UsageError
-    from repro.evaluate import default_cache, find_entry, read_manifest, report, verify_all
+    from repro.evaluate import default_cache, find_entry, read_manifest, report, unpacked_archive, verify_all
     from repro.models import MODELS
 
     if not ((model is None and dataset is None) if all_ else (model is not None and dataset is not None)):
         raise UsageError("give either --all, or both --model and --dataset")
     if all_ and checkpoint is not None:
         raise UsageError("--checkpoint names one file: use it with --model and --dataset, not --all")
+    if archive is not None and checkpoint is not None:
+        raise UsageError("--checkpoint and --archive both say where the file is: give one of them")
     if in_study and not all_:
         raise UsageError("--in-study filters --all; give --all with it")
     entries, skipped = read_manifest(manifest), []
@@ -894,10 +927,13 @@ def eval_checkpoints(
         MODELS[model]  # unknown names fail here with the list of valid ones
         DATASETS[dataset]
         entries = [find_entry(entries, model, dataset, manifest)]
-    with rich_progress_factory(err) as progress:
+    cache = cache_dir or default_cache()
+    with rich_progress_factory(err) as progress, contextlib.ExitStack() as stack:
+        base = None if archive is None else stack.enter_context(
+            unpacked_archive(archive, cache, progress(f"archive {archive}")))
         verdicts = verify_all(entries, manifest, data_dir=layout.data_dir, splits_dir=layout.SPLITS,
-                              cache_dir=cache_dir or default_cache(), checkpoint=checkpoint,
-                              allow_pickle=allow_pickle, device=device, progress=progress)
+                              cache_dir=cache, checkpoint=checkpoint, allow_pickle=allow_pickle, device=device,
+                              progress=progress, base=base, base_label=archive)
     document = report(verdicts, manifest, skipped=[f"{e.model} on {e.dataset}" for e in skipped])
     _write_json(json_out, document)
     table = Table(title=f"released checkpoints vs their recorded metric ({manifest})")

@@ -112,7 +112,7 @@ class RunOutput:
 def resolved_config(model: str, dataset: str, fp: FinetuneParams) -> dict:
     """The run's resolved config as run.json records it; a saved state or a finished run under another one is
     not reused."""
-    from repro import models
+    from repro import ddp, models
     from repro.datasets.loaders import effective_channel_order
 
     spec = DATASETS[dataset]
@@ -124,6 +124,9 @@ def resolved_config(model: str, dataset: str, fp: FinetuneParams) -> dict:
               "channel_order": effective_channel_order(spec, fp.channel_order)}
     if fp.protocol == "strict":
         config["strict_val_fraction"] = fp.strict_val_fraction
+    world = ddp.current().world
+    if world > 1:  # a DDP run (repro.ddp) is reproducible against runs with as many processes only
+        config["ddp_world_size"] = world
     import json
 
     return json.loads(json.dumps(config))  # as run.json will hold it (lists, not tuples), so the two compare
@@ -145,7 +148,7 @@ def finetune(model: str, dataset: str, fp: FinetuneParams, data_dir: Path, split
 
     import numpy as np
 
-    from repro import models
+    from repro import ddp, models
     from repro.datasets.loaders import build_splits
     from repro.metrics import METRICS
     from repro.splits import read_split, render
@@ -167,8 +170,13 @@ def finetune(model: str, dataset: str, fp: FinetuneParams, data_dir: Path, split
             split_path.write_bytes(render(carved))
             extra_files["selection_split.csv"] = render([r for r in carved if r[2] == STRICT_SPLIT])
             spec = replace(spec, select_split=STRICT_SPLIT)
+        dist = ddp.current()
+        if dist.active and not dist.main:
+            ddp.barrier()  # rank 0 builds the decoded-image cache; the others then open it
         data = build_splits(spec, split_path, data_dir, size, mean, std, channel_order=fp.channel_order,
-                            cache_root=cache_root, progress=on_cache)
+                            cache_root=cache_root, progress=on_cache if dist.main else None)
+        if dist.active and dist.main:
+            ddp.barrier()
     datasets, targets = data.datasets, data.targets
     protocol = Protocol(epochs=fp.epochs, batch_size=fp.batch_size, optimizer=fp.optimizer,
                         adamw_wd_over_lr=fp.adamw_wd_over_lr, schedule=fp.schedule, seed=fp.seed,
@@ -182,7 +190,7 @@ def finetune(model: str, dataset: str, fp: FinetuneParams, data_dir: Path, split
 
     grid = [(lr, wd) for lr in fp.lrs for wd in fp.wds]
     identity = fingerprint({"model": model, "dataset": dataset, "config": config, "selection": selection})
-    with StateStore(state_dir) if state_dir is not None else contextlib.nullcontext() as store:
+    with StateStore(state_dir, write=dist.main) if state_dir is not None else contextlib.nullcontext() as store:
         out = run_grid(build, datasets, targets, protocol, grid, METRICS[spec.metric], select=spec.select_split,
                        report=spec.report_split, multilabel=spec.multilabel, store=store, identity=identity,
                        on_epoch=on_epoch)
@@ -256,34 +264,38 @@ def finetune_to_dir(model: str, dataset: str, fp: FinetuneParams, data_dir: Path
     """Fine-tune into `run_dir`, resuming from its state folder; a finished run with the same config is skipped.
 
     Returns ("skipped" | "done", run record). The run folder's files are written atomically with run.json last,
-    then the state folder is removed; temp files a kill left behind are removed first.
+    then the state folder is removed; temp files a kill left behind are removed first. In a DDP run (repro.ddp)
+    every rank trains and rank 0 alone writes.
     """
+    import shutil
     import time
 
+    from repro import ddp
     from repro.results import provenance, write_run
     from repro.splits import atomic_write
     from repro.train import cleanup_temp_files
 
+    main = ddp.current().main
     run_dir = Path(run_dir)
     state_dir = state_dir_for(run_dir)
-    cleanup_temp_files(run_dir)
+    if main:
+        cleanup_temp_files(run_dir)
     if not force:
         record = finished_record(run_dir, model, dataset, fp)
         if record is not None:
-            import shutil
-
-            shutil.rmtree(state_dir, ignore_errors=True)  # a kill between run.json and this removal left it
+            if main:
+                shutil.rmtree(state_dir, ignore_errors=True)  # a kill between run.json and this removal left it
             return "skipped", record
     started = time.perf_counter()
     output = finetune(model, dataset, fp, data_dir, split_path, weights_lock, on_epoch, cache_root=cache_root,
                       on_cache=on_cache, state_dir=state_dir)
     record = {**output.record, "wall_seconds": round(time.perf_counter() - started, 3), "provenance": provenance()}
+    if not main:
+        return "done", record
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "run.json").unlink(missing_ok=True)  # extra files first, so a kill never leaves run.json beside them
     for name, data in output.extra_files.items():
         atomic_write(run_dir / name, data)
     write_run(run_dir, record, output.predictions, output.state_dict)
-    import shutil
-
     shutil.rmtree(state_dir, ignore_errors=True)
     return "done", record

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from repro.ddp import SINGLE, Dist
 from repro.errors import ReproError
 from repro.splits import atomic_write
 
@@ -126,8 +127,19 @@ def make_scheduler(optimizer: torch.optim.Optimizer, protocol: Protocol):
 
 
 def predict(model: nn.Module, dataset, device: torch.device, multilabel: bool, batch_size: int = 256, *,
-            channels_last: bool = True, amp: torch.dtype | None = None) -> np.ndarray:
-    """Class probabilities (N, C) in dataset order."""
+            channels_last: bool = True, amp: torch.dtype | None = None, dist: Dist = SINGLE) -> np.ndarray:
+    """Class probabilities (N, C) in dataset order. Across ranks (`dist`), each predicts its shard and every rank
+    gets all rows (repro.ddp.gather_rows)."""
+    if dist.active:
+        from torch.utils.data import Subset
+
+        from repro.ddp import gather_rows, shard
+
+        part = predict(model, Subset(dataset, shard(len(dataset), dist)), device, multilabel, batch_size,
+                       channels_last=channels_last, amp=amp)
+        return gather_rows(part, len(dataset), dist)
+    if len(dataset) == 0:  # a rank's shard of a split smaller than the world
+        return np.zeros((0, _outputs(model)), dtype=np.float32)
     model.eval()
     outputs = []
     memory = torch.channels_last if channels_last else torch.contiguous_format
@@ -136,6 +148,12 @@ def predict(model: nn.Module, dataset, device: torch.device, multilabel: bool, b
             logits = model(images.to(device, memory_format=memory)).float()
             outputs.append((logits.sigmoid() if multilabel else logits.softmax(dim=1)).cpu())
     return torch.cat(outputs).numpy()
+
+
+def _outputs(model: nn.Module) -> int:
+    """The classifier's output width, for an empty prediction: the last Linear (or, as in SqueezeNet, Conv2d)."""
+    last = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1]
+    return last.out_features if isinstance(last, nn.Linear) else last.out_channels
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -150,14 +168,20 @@ LOCK = "lock"
 
 
 class StateStore:
-    """One run's state folder. Holds an exclusive lock while open, so two processes never run the same run."""
+    """One run's state folder. Holds an exclusive lock while open, so two processes never run the same run.
 
-    def __init__(self, folder: Path) -> None:
+    `write=False` (the other ranks of a DDP run, whose rank 0 holds the lock and writes): reads the saved state,
+    writes and deletes nothing."""
+
+    def __init__(self, folder: Path, *, write: bool = True) -> None:
         self.folder = Path(folder)
+        self.write = write
         self._lock = None
 
     def __enter__(self) -> StateStore:
         self.folder.mkdir(parents=True, exist_ok=True)
+        if not self.write:
+            return self
         self._lock = open(self.folder / LOCK, "w")
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -186,6 +210,8 @@ class StateStore:
         return state
 
     def save(self, state: dict) -> None:
+        if not self.write:
+            return
         buffer = io.BytesIO()
         torch.save(state, buffer)
         atomic_write(self.folder / PROGRESS, buffer.getvalue())
@@ -194,6 +220,8 @@ class StateStore:
     def save_best(self, name: str, weights: Mapping[str, torch.Tensor], scores: np.ndarray) -> None:
         from safetensors.torch import save
 
+        if not self.write:
+            return
         tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in weights.items()}
         tensors["report_scores"] = torch.from_numpy(np.ascontiguousarray(scores))
         atomic_write(self.folder / name, save(tensors))
@@ -207,6 +235,8 @@ class StateStore:
 
     def tidy(self, keep: set[str]) -> None:
         """Delete what a kill left behind: temp files and best-weight files no saved progress names."""
+        if not self.write:
+            return
         for path in self.folder.iterdir():
             if path.name in (PROGRESS, LOCK) or path.name in keep:
                 continue
@@ -263,7 +293,12 @@ def train_config(
     `resume` is a snapshot an earlier `checkpoint` call received (model, optimizer, scheduler, RNG states and the
     result so far); `checkpoint(result, snapshot, best_changed)` is called after every epoch.
     """
+    from repro import ddp
+
+    dist = ddp.current()
     device = resolve_device(protocol.device)
+    if dist.active and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)  # one GPU per process
     amp = resolve_amp(protocol.amp, device)
     memory = torch.channels_last if protocol.channels_last else torch.contiguous_format
     torch.manual_seed(protocol.seed)  # same init and data order for every config of a grid
@@ -272,22 +307,23 @@ def train_config(
     scheduler = make_scheduler(optimizer, protocol)
     loss_fn: nn.Module = nn.BCEWithLogitsLoss() if multilabel else nn.CrossEntropyLoss()
     generator = torch.Generator().manual_seed(protocol.seed)
-    loader = DataLoader(
-        splits["train"],
-        batch_size=protocol.batch_size,
-        shuffle=True,
-        num_workers=protocol.num_workers,
-        generator=generator,
-        pin_memory=device.type == "cuda",
-        persistent_workers=protocol.num_workers > 0,
-    )
+    loading = {"num_workers": protocol.num_workers, "pin_memory": device.type == "cuda",
+               "persistent_workers": protocol.num_workers > 0}
+    if dist.active:  # each rank its share of the same global batches; augmentation from a per-rank stream
+        loader = DataLoader(splits["train"], batch_sampler=ddp.RankBatches(len(splits["train"]),
+                                                                           protocol.batch_size, generator, dist),
+                            **loading)
+        torch.manual_seed(protocol.seed + dist.rank)
+    else:
+        loader = DataLoader(splits["train"], batch_size=protocol.batch_size, shuffle=True, generator=generator,
+                            **loading)
     result = ConfigResult(lr=lr, wd=wd)
     start = 1
     if resume is not None:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
-        _set_rng_state(resume["rng"], generator)
+        _set_rng_state(resume["rng_ranks"][dist.rank] if dist.active else resume["rng"], generator)
         saved = resume["result"]
         result.curve, result.best_epoch = list(saved["curve"]), saved["best_epoch"]
         result.train_images, result.train_seconds = saved["train_images"], saved["train_seconds"]
@@ -295,7 +331,14 @@ def train_config(
         start = len(result.curve) + 1
     # torch.compile wraps the module; weights and state are always read from the plain one, so files never depend
     # on whether compile was on.
-    forward = torch.compile(model) if protocol.compile else model
+    trained: nn.Module = model
+    if dist.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    forward = torch.compile(trained) if protocol.compile else trained
+    # evaluation never goes through DDP (its forward syncs buffers, and ranks' eval shards differ in batch count)
+    evaluate = model if dist.active else forward
     for epoch in range(start, protocol.epochs + 1):
         model.train()
         started, total, count = time.perf_counter(), 0.0, 0
@@ -305,21 +348,29 @@ def train_config(
             with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
                 logits = forward(images)
             loss = loss_fn(logits.float(), labels.float() if multilabel else labels)
-            if not torch.isfinite(loss):
+            if dist.active:  # the batch's loss sum and size over all ranks; a NaN on any rank stops every rank
+                summed = torch.stack([loss.detach() * len(labels), torch.tensor(float(len(labels)), device=device)])
+                torch.distributed.all_reduce(summed)
+                batch_loss, batch_images = summed[0].item(), int(summed[1].item())
+                # DDP averages gradients over ranks: weighting by the rank's share gives the whole batch's mean
+                loss = loss * (len(labels) * dist.world / batch_images)
+            else:
+                batch_loss, batch_images = loss.item() * len(labels), len(labels)
+            if not math.isfinite(batch_loss):
                 result.diverged = True
                 break
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += loss.item() * len(labels)
-            count += len(labels)
+            total += batch_loss
+            count += batch_images
         result.train_seconds += time.perf_counter() - started
         result.train_images += count
         if result.diverged:  # a NaN loss ends this config; the grid goes on (recorded as diverged)
             break
         scheduler.step()
-        scores = {name: predict(forward, splits[name], device, multilabel, channels_last=protocol.channels_last,
-                                amp=amp) for name in dict.fromkeys((select, report))}
+        scores = {name: predict(evaluate, splits[name], device, multilabel, channels_last=protocol.channels_last,
+                                amp=amp, dist=dist) for name in dict.fromkeys((select, report))}
         record = {
             "epoch": epoch,
             "train_loss": total / max(count, 1),
@@ -338,6 +389,8 @@ def train_config(
         if checkpoint is not None:
             snapshot = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": _scheduler_state(scheduler), "rng": _rng_state(generator)}
+            if dist.active:  # every rank's streams, so that each resumes its own (rank 0 writes the file)
+                snapshot["rng_ranks"] = ddp.all_objects(snapshot["rng"])
             checkpoint(result, snapshot, improved)
     return result
 
