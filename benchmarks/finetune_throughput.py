@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import platform
 import tempfile
 import time
@@ -130,9 +131,7 @@ def ours_rate(model_name: str, cache, labels: torch.Tensor, size: int, batch: in
 
 def ours_ddp_rate(args: argparse.Namespace, short: str, tmp: Path) -> float:
     """ours_rate in `args.ddp` processes under torchrun (this script in --worker mode), as `repro finetune --ddp`."""
-    import os
     import subprocess
-    import sys
 
     from repro.ddp import torchrun_command
 
@@ -152,7 +151,7 @@ def worker(args: argparse.Namespace) -> None:
     """One rank of ours_ddp_rate: the cache the parent built, our loop in the process group; rank 0 prints."""
     from repro.ddp import process_group
 
-    torch.set_num_threads(int(__import__("os").environ.get("OMP_NUM_THREADS", "1")))
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     names = [f"img_{i:05d}.jpg" for i in range(args.images)]
     cache = open_or_build(args.worker / "cache", args.worker / "jpegs", names, [(n,) for n in names], args.size,
                           "rgb", progress=None)

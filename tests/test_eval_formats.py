@@ -12,13 +12,12 @@ from PIL import Image
 
 import raw_fixtures as fx
 from conftest import ROOT
-from repro.config import load_params
 from repro.datasets import DATASETS
 from repro.errors import ReproError
 from repro.evaluate import Preprocessing, read_manifest, report_split, verify_all
 from repro.release import RunRef, read_metadata, release, released_path
 from repro.study import finetune_to_dir
-from test_loaders import TINY, make
+from test_loaders import TINY, make, tiny_params  # noqa: F401 (tiny_params: a fixture, used by name)
 
 FORMATS = ["cct20", "aptos", "hpa", "melanoma", "cassava", "eurosat"]
 # every tfrecord fold of each source holds both classes, so the held-out folds have both and ROC AUC is defined
@@ -36,13 +35,6 @@ def vary_pixels(root, seed=0):
                 mode = image.mode
             shape = (10, 12) if mode == "L" else (10, 12, 3)
             Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(path)
-
-
-@pytest.fixture(scope="module")
-def tiny_params():
-    fp = load_params(ROOT / "params.yaml").finetune
-    return dataclasses.replace(fp, models=(TINY,), epochs=1, batch_size=64, lrs=(1e-3,), wds=(0.0,),
-                               image_size=32, device="cpu", channel_order="bgr")
 
 
 def released_on(name, tmp_path, monkeypatch, tiny_params):

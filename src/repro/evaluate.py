@@ -111,7 +111,9 @@ def _entry_from(raw: dict, where: str) -> ManifestEntry:
             problems.append(f"{name} {value!r} is not 64 lowercase hex digits")
     if not isinstance(entry.size, int) or entry.size <= 0:
         problems.append(f"size {entry.size!r} is not a byte count")
-    if entry.preprocessing.channel_order not in ("rgb", "bgr"):
+    from repro.datasets.loaders import CHANNEL_ORDERS
+
+    if entry.preprocessing.channel_order not in CHANNEL_ORDERS:
         problems.append(f"preprocessing.channel_order {entry.preprocessing.channel_order!r} is not 'rgb' or 'bgr'")
     if entry.format not in (SAFETENSORS, PICKLE):
         problems.append(f"format {entry.format!r} is not {SAFETENSORS!r} or {PICKLE!r}")
