@@ -539,7 +539,8 @@ def plan(
     params: ParamsOpt = layout.PARAMS,
     device: Annotated[str, typer.Option(help="Device kind of the throughput table to estimate with "
                                         "(cpu, or a GPU kind once measured, e.g. cuda-h200).")] = "cpu",
-    throughput: Annotated[Path, typer.Option(help="Measured images/s (benchmarks/finetune_throughput.py).")]
+    throughput: Annotated[Path, typer.Option(help="Measured images/s (benchmarks/finetune_throughput.py on CPU, "
+                                             "benchmarks/gpu_check.py on a GPU).")]
     = Path("benchmarks/throughput.csv"),
     measured: Annotated[bool, typer.Option("--measured", help="Report the compute finished runs recorded "
                                            "(run.json) instead of the estimate.")] = False,
@@ -574,11 +575,14 @@ def plan(
                               f"{row['wall_seconds'] / 3600:.3f}", f"{row['train_images']:,}", f"{rate:,.0f}")
             out.print(table)
         return
+    rates = planning.read_throughput(throughput)
+    planning.measured_devices(rates, device, throughput)
+    amp = planning.plan_amp(fp.amp, device)
     resolved = planning.resolve_plan(p)
     sizes = {d: planning.split_sizes(d, layout.split_file(d)) for d in fp.datasets}
-    estimate = planning.estimate(resolved, sizes, planning.read_throughput(throughput), device)
-    table = Table(title=f"{p.profile} study on {device}: {resolved['runs']} runs x {resolved['grid']} configs x "
-                        f"{fp.epochs} epochs")
+    estimate = planning.estimate(resolved, sizes, rates, device, amp)
+    table = Table(title=f"{p.profile} study on {device} ({'bf16 autocast' if amp == 'bf16' else 'fp32'} rates "
+                        f"first): {resolved['runs']} runs x {resolved['grid']} configs x {fp.epochs} epochs")
     for column in ("model", "dataset", "images processed", "est. device-hours", "note"):
         table.add_column(column, justify="right" if column in ("images processed", "est. device-hours") else "left")
     for r in estimate["rows"]:

@@ -133,7 +133,8 @@ def split_sizes(dataset: str, split_file: Path | None) -> tuple[dict[str, int] |
 
 
 def read_throughput(path: Path) -> list[dict]:
-    """Measured images/s (benchmarks/throughput.csv, written by benchmarks/finetune_throughput.py --table)."""
+    """Measured images/s (benchmarks/throughput.csv, written by benchmarks/finetune_throughput.py --table on CPU and
+    benchmarks/gpu_check.py on a GPU)."""
     try:
         with open(path, newline="") as handle:
             reader = csv.DictReader(handle)
@@ -152,22 +153,42 @@ def read_throughput(path: Path) -> list[dict]:
     return rows
 
 
-def _rate(table: Sequence[dict], model: str, device: str, size: int) -> dict | None:
-    """The measurement for (model, device kind), the nearest image size scaled by pixel count."""
+def measured_devices(table: Sequence[dict], device: str, path: Path) -> None:
+    """A device kind the table holds no row for cannot be estimated: say so in one line, naming those it holds."""
+    kinds = sorted({r["device"] for r in table})
+    if device not in kinds:
+        raise ReproError(f"{path}: no throughput measured on device kind {device!r} (measured: "
+                         f"{', '.join(kinds) or 'none'}); on such a device run `python benchmarks/gpu_check.py` "
+                         "(GPU) or `python benchmarks/finetune_throughput.py --table` (CPU) first")
+
+
+def plan_amp(amp: str, device: str) -> str:
+    """The table's amp column the study would train with on a device kind: `auto` is bf16 on CUDA (where
+    repro.train.resolve_amp enables it on any bf16-capable GPU), fp32 ("off") elsewhere."""
+    if amp == "auto":
+        return "bf16" if device.startswith("cuda") else "off"
+    return amp
+
+
+def _rate(table: Sequence[dict], model: str, device: str, size: int, amp: str | None = None) -> dict | None:
+    """The measurement for (model, device kind), the nearest image size scaled by pixel count; rows of the given
+    `amp` are preferred where the table has any for this model and device."""
     rows = [r for r in table if r["model"] == model and r["device"] == device]
     if not rows:
         return None
+    rows = [r for r in rows if r.get("amp") == amp] or rows
     row = min(rows, key=lambda r: abs(r["image_size"] - size))
     scale = (row["image_size"] / size) ** 2
     return {"train": row["train_img_s"] * scale, "eval": row["eval_img_s"] * scale, "row": row}
 
 
 def estimate(plan: dict, sizes: dict[str, tuple[dict[str, int] | None, str]], table: Sequence[dict],
-             device: str) -> dict:
+             device: str, amp: str | None = None) -> dict:
     """Images processed and device-hours per (model, dataset) and in total.
 
     Per run: configs x epochs x (train images at the train rate + selection and report images at the eval rate).
-    Throughput comes from `table` for `device` (e.g. "cuda-h200", "cpu"); an unmeasured model gives no hours.
+    Throughput comes from `table` for `device` (e.g. "cuda-h200", "cpu"), rows of precision `amp` ("bf16" or
+    "off") first; an unmeasured model gives no hours.
     """
     epochs, grid = plan["protocol"]["epochs"], plan["grid"]
     rows = []
@@ -182,7 +203,7 @@ def estimate(plan: dict, sizes: dict[str, tuple[dict[str, int] | None, str]], ta
             train = counts.get("train", 0)
             # strict: the carved selection split is part of train, so the total per epoch stays the same
             images = grid * epochs * (train + evaluated)
-            rate = _rate(table, m["model"], device, d["image size"])
+            rate = _rate(table, m["model"], device, d["image size"], amp)
             hours = None if rate is None else grid * epochs * (train / rate["train"] + evaluated / rate["eval"]) / 3600
             rows.append({"model": m["model"], "dataset": d["dataset"], "images": images, "hours": hours,
                          "note": source if rate else f"{source}; no throughput measured on {device}"})
