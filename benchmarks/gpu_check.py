@@ -34,9 +34,12 @@ exits 0, naming the parts that failed:
 Steady state: every training run has a first, untimed epoch (worker start-up, cuDNN autotuning, compilation);
 images/s is the later epochs' images over their training seconds.
 
-Writes `<out>/gpu_check.json` (everything measured, per part its status, cap and seconds) and appends our loop's
-rates (bf16 and fp32 per model) to `--table` (default benchmarks/throughput.csv on a GPU, none in --smoke mode),
-the rows `repro plan --device cuda-h200` reads.
+Writes `<out>/gpu_check.json` (everything measured; per part its status, cap and seconds, and the end of its output
+when it failed), `<out>/throughput_rows.csv` (our loop's rates, bf16 and fp32 per model, in the columns of
+repro.plan.THROUGHPUT_COLUMNS) and appends those rows to `--table` (default benchmarks/throughput.csv on a GPU, none
+in --smoke mode, which never writes the committed table): the rows `repro plan --device cuda-h200` reads. A run on
+a lent machine brings back only its output folder; `--merge <out>/gpu_check.json` appends its rows here.
+benchmarks/gpu_check.sh wraps the GPU run with its log.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED_TABLE = ROOT / "benchmarks" / "throughput.csv"
-RESULT = "gpu_check.json"
+RESULT, ROWS = "gpu_check.json", "throughput_rows.csv"
 CLASSES = 10  # the digits
 
 
@@ -90,20 +93,16 @@ class Config:
     isolate: bool = True  # a fresh process per part
 
 
-def paper_loader_settings() -> tuple[int, int]:
-    """Batch size and DataLoader workers of the paper profile (profiles/paper.yaml), not retyped here."""
-    from repro.config import load_params
-
-    fp = load_params(ROOT / "profiles" / "paper.yaml").finetune
-    return fp.batch_size, fp.num_workers
-
+# profiles/paper.yaml's finetune.batch_size and num_workers (tests/test_gpu_check.py checks that they agree): kept
+# as numbers because repro.config needs pydantic, which the GPU machine's image does not have (docs/gpu.md)
+PAPER_BATCH, PAPER_WORKERS = 128, 8
 
 GPU_MODELS = ["torchvision/resnet50.IMAGENET1K_V1", "timm/efficientnet_b4.ra2_in1k",
               "timm/deit_small_patch16_224.fb_in1k"]
 TINY = "timm/test_efficientnet.r160_in1k"  # the registry's tiny entry (DESIGN.md house style 10)
 
 # Seconds per part on the GPU; they add up to under 8 minutes with the interpreter start-ups (see docs/gpu.md).
-GPU_CAPS = {"setup": 25, "data": 20, "throughput": 65, "precision": 60, "ddp": 35, "compile": 110}
+GPU_CAPS = {"setup": 25, "data": 20, "throughput": 70, "precision": 50, "ddp": 30, "compile": 120}
 SMOKE_CAPS = {"setup": 60, "data": 60, "throughput": 120, "precision": 60, "ddp": 60, "compile": 120}
 
 
@@ -117,7 +116,7 @@ def gpu_kind(name: str) -> str:
 def make_config(args: argparse.Namespace) -> Config:
     import torch
 
-    batch, workers = paper_loader_settings()
+    batch, workers = PAPER_BATCH, PAPER_WORKERS
     caps = dict(SMOKE_CAPS if args.smoke else GPU_CAPS)
     for item in args.cap or []:
         name, _, seconds = item.partition("=")
@@ -510,9 +509,10 @@ def part_compile(cfg: Config, work: Path, record: dict, save) -> None:
             return plain(module, backend=cfg.compile_backend, **kwargs)
 
         torch.compile = compile_with_backend
-    record["off"] = our_run(cfg, work, model, "bf16", compile_=False)
+    epochs = max(2, cfg.epochs - 1)  # one warm-up epoch (it holds the compilation) and the timed ones
+    record["off"] = our_run(cfg, work, model, "bf16", compile_=False, epochs=epochs)
     save()
-    record["on"] = our_run(cfg, work, model, "bf16", compile_=True)
+    record["on"] = our_run(cfg, work, model, "bf16", compile_=True, epochs=epochs)
     save()
     record["speedup_on_vs_off"] = round(record["on"]["img_s"] / record["off"]["img_s"], 2)
 
@@ -654,8 +654,8 @@ def run_part(cfg: Config, work: Path, name: str, cap: float) -> dict:
     record: dict = {}
     if cfg.isolate:
         command = [sys.executable, str(Path(__file__).resolve()), "--part", name, "--work", str(work)]
-        code, tail = run_command(command, cap, work / f"part-{name.replace(':', '-')}.log",
-                                 {"GPU_CHECK_DEADLINE": str(time.time() + cap)})
+        log = work / f"part-{name.replace(':', '-')}.log"
+        code, tail = run_command(command, cap, log, {"GPU_CHECK_DEADLINE": str(time.time() + cap)})
         if path.is_file():
             record = json.loads(path.read_text())
         status = record.pop("_status", None)
@@ -663,6 +663,8 @@ def run_part(cfg: Config, work: Path, name: str, cap: float) -> dict:
             status = f"timeout after {cap:g} s"
         elif code != 0 or status is None:
             status = status if status and status != "ok" else f"failed (exit {code}): {tail}"
+        if status != "ok":  # the part's own output, for a run that cannot be repeated soon
+            record["log_tail"] = log.read_text(errors="replace").splitlines()[-40:]
     else:
         status = in_process(cfg, work, name, cap, record)
     return {"status": status, "cap_s": cap, "seconds": round(time.perf_counter() - started, 1), "results": record}
@@ -741,12 +743,12 @@ def throughput_rows(cfg: Config, result: dict) -> list[dict]:
     return rows
 
 
-def append_rows(table: Path, rows: list[dict]) -> None:
+def append_rows(table: Path, rows: list[dict], fresh: bool = False) -> None:
     """Append to the CSV atomically (the whole file rewritten through a temp file), header first if new."""
     from repro.plan import THROUGHPUT_COLUMNS
     from repro.splits import atomic_write
 
-    text = table.read_text() if table.is_file() else ""
+    text = table.read_text() if table.is_file() and not fresh else ""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=THROUGHPUT_COLUMNS, lineterminator="\n")
     if not text:
@@ -755,6 +757,31 @@ def append_rows(table: Path, rows: list[dict]) -> None:
         buffer.write("\n")
     writer.writerows(rows)
     atomic_write(table, (text + buffer.getvalue()).encode())
+
+
+def merge(path: Path, table: Path) -> None:
+    """Append the throughput rows of a gpu_check.json to `table`; a smoke run's rows never reach the committed
+    table, and the table must still parse as `repro plan` reads it."""
+    from repro.errors import ReproError
+    from repro.plan import read_throughput
+
+    try:
+        result = json.loads(path.read_text())
+        rows, mode = result["throughput_rows"], result["mode"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"gpu_check: {path}: not a gpu_check.json ({exc.__class__.__name__})") from None
+    if mode == "smoke" and table.resolve() == COMMITTED_TABLE:
+        raise SystemExit(f"gpu_check: {path} is a --smoke run; its rows never go into {COMMITTED_TABLE}")
+    if not rows:
+        raise SystemExit(f"gpu_check: {path} holds no throughput rows (see its parts' status)")
+    with tempfile.TemporaryDirectory() as tmp:  # the rows must parse as repro plan reads them before they go in
+        append_rows(Path(tmp) / ROWS, rows, fresh=True)
+        try:
+            read_throughput(Path(tmp) / ROWS)
+        except ReproError as exc:
+            raise SystemExit(f"gpu_check: {path}: {exc}") from None
+    append_rows(table, rows)
+    print(f"appended {len(rows)} rows from {path} to {table}")
 
 
 def environment(cfg: Config) -> dict:
@@ -839,6 +866,8 @@ def main() -> None:
     parser.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
                         help="a fresh process per part [default: yes on a GPU, no with --smoke]")
     parser.add_argument("--work", type=Path, default=None, help="work folder [default: a temporary one]")
+    parser.add_argument("--merge", type=Path, default=None,
+                        help="append the rows of a gpu_check.json (measured elsewhere) to --table and stop")
     parser.add_argument("--part", default=None, help=argparse.SUPPRESS)  # one part in its own process
     parser.add_argument("--ddp-worker", action="store_true", help=argparse.SUPPRESS)  # the rank under torchrun
     args = parser.parse_args()
@@ -849,6 +878,9 @@ def main() -> None:
         ddp_worker_main(args.work)
         return
     table = args.table if args.table is not None or args.smoke else COMMITTED_TABLE
+    if args.merge is not None:
+        merge(args.merge, args.table or COMMITTED_TABLE)
+        return
     if args.smoke and table is not None and table.resolve() == COMMITTED_TABLE:
         raise SystemExit(f"gpu_check: --smoke rows never go into {COMMITTED_TABLE}; give --table another path")
     cfg = make_config(args)
@@ -883,8 +915,11 @@ def main() -> None:
     result["table"] = str(table) if table is not None else None
     result["json"] = str(args.out / RESULT)
     atomic_json(args.out / RESULT, result)
-    if table is not None and result["throughput_rows"]:
-        append_rows(table, result["throughput_rows"])
+    if result["throughput_rows"]:
+        # beside the JSON as well, so that a run on a lent machine brings its rows back with its output folder
+        append_rows(args.out / ROWS, result["throughput_rows"], fresh=True)
+        if table is not None:
+            append_rows(table, result["throughput_rows"])
     print_table(result)
 
 

@@ -106,6 +106,44 @@ def test_smoke_rows_parse_as_throughput_rows(smoke):
         assert tuple(csv.DictReader(handle).fieldnames) == THROUGHPUT_COLUMNS
 
 
+def test_smoke_writes_its_rows_beside_the_json_and_merge_keeps_them_out_of_the_committed_table(smoke, tmp_path):
+    from repro.plan import read_throughput
+
+    done, result, rows_file = smoke
+    json_path = rows_file.parent / "out" / "gpu_check.json"
+    beside = read_throughput(json_path.parent / "throughput_rows.csv")
+    assert beside == read_throughput(rows_file)
+    before = _sha(COMMITTED)
+    refused = run([sys.executable, str(SCRIPT), "--merge", str(json_path)], ROOT, check=False)
+    assert refused.returncode != 0 and "is a --smoke run" in refused.stderr and _sha(COMMITTED) == before
+    # a GPU run's JSON (here the smoke rows relabelled) is appended to an existing table, header kept once
+    gpu = {**result, "mode": "gpu"}
+    (tmp_path / "gpu.json").write_text(json.dumps(gpu))
+    table = tmp_path / "throughput.csv"
+    table.write_text(COMMITTED.read_text())
+    merged = run([sys.executable, str(SCRIPT), "--merge", str(tmp_path / "gpu.json"), "--table", str(table)], ROOT)
+    assert "appended 2 rows" in merged.stdout
+    assert read_throughput(table) == read_throughput(COMMITTED) + beside
+
+
+def test_the_paper_profile_batch_and_workers_are_the_scripts():
+    from repro.config import load_params
+
+    fp = load_params(ROOT / "profiles" / "paper.yaml").finetune
+    gpu_check = _module()
+    assert (gpu_check.PAPER_BATCH, gpu_check.PAPER_WORKERS) == (fp.batch_size, fp.num_workers)
+
+
+def test_the_wrapper_runs_the_script_and_keeps_its_log(tmp_path):
+    out = tmp_path / "out"
+    import subprocess
+
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--help"], cwd=tmp_path,
+                          env={**os.environ, "OUT": str(out), "PYTHON": sys.executable}, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and "--smoke" in (out / "gpu_check.log").read_text()
+
+
 def test_smoke_refuses_the_committed_table():
     done = run([sys.executable, str(SCRIPT), "--smoke", "--table", str(COMMITTED)], ROOT, check=False)
     assert done.returncode != 0 and "never go into" in done.stderr
@@ -158,7 +196,8 @@ def test_an_isolated_part_reports_its_failure_and_partial_results(tmp_path):
     gpu_check.atomic_json(tmp_path / "config.json", asdict(cfg))
     part = gpu_check.run_part(cfg, tmp_path, "throughput:missing", 300)
     assert part["status"].startswith("failed: UsageError: unknown model 'nope/missing'")
-    assert part["results"] == {"model": "nope/missing"}
+    log = part["results"].pop("log_tail")  # the part's own output comes back with a failure
+    assert part["results"] == {"model": "nope/missing"} and any("UsageError" in line for line in log)
 
 
 @pytest.mark.parametrize(("name", "kind"), [("NVIDIA H200", "cuda-h200"), ("NVIDIA H100 80GB HBM3", "cuda-h100"),

@@ -11,9 +11,12 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from repro.config import Params
 from repro.errors import ReproError
+
+if TYPE_CHECKING:  # not at run time: benchmarks/gpu_check.py imports this module where pydantic is not installed
+    from repro.config import Params
 
 # Images per split for planning before a dataset is prepared, from the published counts (PAPER.md section 3 and
 # repro.datasets.<name>.PUBLISHED); the 20% hold-out rule rounds per class, so APTOS/Cassava/EuroSAT are within a
