@@ -284,7 +284,11 @@ class UtilSampler:
     def __exit__(self, *exc) -> None:
         if self.process is not None:
             self.process.terminate()
-            self.process.wait(timeout=5)
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
             self.thread.join(timeout=5)
 
     def mean_between(self, start: float, end: float) -> dict:
