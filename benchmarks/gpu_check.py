@@ -25,7 +25,7 @@ exits 0, naming the parts that failed:
   also peak GPU memory per run (torch.cuda.max_memory_allocated) and nvidia-smi's utilisation sampled during the
   timed epochs (where nvidia-smi exists), and evaluation images/s (repro.train.predict) in bf16 and fp32;
 - precision: the same short training from the same seed in fp32 and in bf16 (deterministic kernels), held-out
-  accuracy per epoch and the difference;
+  accuracy per epoch and the difference, and fp32 from another seed for the scale a seed alone moves it;
 - compile: our loop with torch.compile off and on for one model, steady state after a warm-up epoch (which holds
   the compilation, reported apart);
 - ddp: train_config's DistributedDataParallel path in one process under torchrun (NCCL on CUDA, gloo on CPU).
@@ -102,7 +102,8 @@ GPU_MODELS = ["torchvision/resnet50.IMAGENET1K_V1", "timm/efficientnet_b4.ra2_in
 TINY = "timm/test_efficientnet.r160_in1k"  # the registry's tiny entry (DESIGN.md house style 10)
 
 # Seconds per part on the GPU; they add up to under 8 minutes with the interpreter start-ups (see docs/gpu.md).
-GPU_CAPS = {"setup": 25, "data": 20, "throughput": 70, "precision": 50, "ddp": 30, "compile": 120}
+GPU_CAPS = {"setup": 25, "data": 20, "throughput": 70, "precision": 60, "ddp": 30, "compile": 120}
+GPU_BUDGET = 470.0  # all parts of a GPU run together, seconds: the issue's 8 minutes less the start and the output
 SMOKE_CAPS = {"setup": 60, "data": 60, "throughput": 120, "precision": 60, "ddp": 60, "compile": 120}
 
 
@@ -133,7 +134,7 @@ def make_config(args: argparse.Namespace) -> Config:
                   models=args.models or GPU_MODELS, size=256, batch=batch, workers=args.workers or workers,
                   images=2048, heldout=512, epochs=4, precision_model=GPU_MODELS[0], precision_epochs=3,
                   compile_model=GPU_MODELS[0], compile_backend="inductor", ddp_model=GPU_MODELS[0], ddp_images=256,
-                  caps=caps, budget=args.budget or 470.0, isolate=args.isolate is not False)
+                  caps=caps, budget=args.budget or GPU_BUDGET, isolate=args.isolate is not False)
 
 
 def part_names(cfg: Config) -> list[str]:
@@ -488,15 +489,21 @@ def part_precision(cfg: Config, work: Path, record: dict, save) -> None:
                             labels_of(cfg)[cfg.images:], eval_transform(cfg.size, mean, std))
     record.update(model=model, train_images=cfg.images, heldout_images=cfg.heldout, epochs=cfg.precision_epochs,
                   init="random", metric="accuracy")
-    for amp in ("off", "bf16"):
-        run = our_run(cfg, work, model, amp, heldout=heldout, epochs=cfg.precision_epochs, deterministic=True)
-        record["fp32" if amp == "off" else "bf16"] = {"accuracy_per_epoch": [e["report"] for e in run["curve"]],
-                                                      "train_loss_per_epoch": [e["train_loss"] for e in run["curve"]],
-                                                      "img_s": run["img_s"], "diverged": run["diverged"]}
+    # fp32 and bf16 from seed 0, then fp32 from seed 1: how far a seed alone moves the metric, the scale against
+    # which the precision difference is read
+    for key, amp, seed in (("fp32", "off", 0), ("bf16", "bf16", 0), ("fp32_seed1", "off", 1)):
+        run = our_run(cfg, work, model, amp, heldout=heldout, epochs=cfg.precision_epochs, deterministic=True,
+                      seed=seed)
+        record[key] = {"accuracy_per_epoch": [e["report"] for e in run["curve"]], "seed": seed,
+                       "train_loss_per_epoch": [e["train_loss"] for e in run["curve"]], "img_s": run["img_s"],
+                       "diverged": run["diverged"]}
+        if key == "bf16":
+            fp32, bf16 = record["fp32"]["accuracy_per_epoch"], record["bf16"]["accuracy_per_epoch"]
+            record["final_accuracy_bf16_minus_fp32"] = round(bf16[-1] - fp32[-1], 4)
+            record["max_abs_epoch_difference"] = round(max(abs(a - b) for a, b in zip(fp32, bf16, strict=True)), 4)
         save()
-    fp32, bf16 = record["fp32"]["accuracy_per_epoch"], record["bf16"]["accuracy_per_epoch"]
-    record["final_accuracy_bf16_minus_fp32"] = round(bf16[-1] - fp32[-1], 4)
-    record["max_abs_epoch_difference"] = round(max(abs(a - b) for a, b in zip(fp32, bf16, strict=True)), 4)
+    seed1 = record["fp32_seed1"]["accuracy_per_epoch"]
+    record["final_accuracy_seed1_minus_seed0_fp32"] = round(seed1[-1] - record["fp32"]["accuracy_per_epoch"][-1], 4)
 
 
 def part_compile(cfg: Config, work: Path, record: dict, save) -> None:
@@ -821,7 +828,9 @@ def summary_lines(result: dict) -> list[tuple[str, str, str]]:
         elif name == "precision" and "final_accuracy_bf16_minus_fp32" in r:
             headline = (f"accuracy fp32 {r['fp32']['accuracy_per_epoch'][-1]:.4f}, bf16 "
                         f"{r['bf16']['accuracy_per_epoch'][-1]:.4f}, "
-                        f"bf16-fp32 {r['final_accuracy_bf16_minus_fp32']:+.4f}")
+                        f"bf16-fp32 {r['final_accuracy_bf16_minus_fp32']:+.4f}"
+                        + (f"; fp32 seed 1 - seed 0 {r['final_accuracy_seed1_minus_seed0_fp32']:+.4f}"
+                           if "final_accuracy_seed1_minus_seed0_fp32" in r else ""))
         elif name == "compile" and "speedup_on_vs_off" in r:
             headline = (f"off {r['off']['img_s']} img/s, on {r['on']['img_s']} img/s ({r['speedup_on_vs_off']}x), "
                         f"compile warm-up epoch {r['on']['warmup_seconds']} s")
@@ -864,7 +873,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers [default: the paper profile's]")
     parser.add_argument("--cap", action="append", help="PART=SECONDS, e.g. compile=150 or throughput=80")
     parser.add_argument("--budget", type=float, default=None,
-                        help="seconds for all parts together; a part gets at most what is left [default 470]")
+                        help="seconds for all parts together; a part gets at most what is left "
+                             f"[default {GPU_BUDGET:.0f} on a GPU]")
     parser.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
                         help="a fresh process per part [default: yes on a GPU, no with --smoke]")
     parser.add_argument("--work", type=Path, default=None, help="work folder [default: a temporary one]")

@@ -84,6 +84,9 @@ def test_smoke_measures_what_each_part_promises(smoke):
     fp32, bf16 = precision["fp32"]["accuracy_per_epoch"], precision["bf16"]["accuracy_per_epoch"]
     assert len(fp32) == len(bf16) == precision["epochs"] == 2
     assert precision["final_accuracy_bf16_minus_fp32"] == round(bf16[-1] - fp32[-1], 4)
+    seed1 = precision["fp32_seed1"]["accuracy_per_epoch"]
+    assert precision["final_accuracy_seed1_minus_seed0_fp32"] == round(seed1[-1] - fp32[-1], 4)
+    assert precision["fp32_seed1"]["train_loss_per_epoch"] != precision["fp32"]["train_loss_per_epoch"]
     # the two runs really differ in precision: same seed and data, different losses
     assert precision["fp32"]["train_loss_per_epoch"] != precision["bf16"]["train_loss_per_epoch"]
     ddp = parts["ddp"]
@@ -132,6 +135,17 @@ def test_the_paper_profile_batch_and_workers_are_the_scripts():
     fp = load_params(ROOT / "profiles" / "paper.yaml").finetune
     gpu_check = _module()
     assert (gpu_check.PAPER_BATCH, gpu_check.PAPER_WORKERS) == (fp.batch_size, fp.num_workers)
+
+
+def test_the_gpu_run_fits_in_eight_minutes():
+    """The caps of a default GPU run (three throughput parts) add up to no more than its budget, and the budget
+    leaves room under the issue's 8 minutes for the interpreter start before it and the output after it."""
+    gpu_check = _module()
+    caps = gpu_check.GPU_CAPS
+    total = sum(caps[name.split(":", 1)[0]] for name in ["setup", "data", *["throughput:m"] * 3, "precision", "ddp",
+                                                          "compile"])
+    assert total <= gpu_check.GPU_BUDGET <= 8 * 60 - 10
+    assert len(gpu_check.GPU_MODELS) == 3
 
 
 def test_the_wrapper_runs_the_script_and_keeps_its_log(tmp_path):
