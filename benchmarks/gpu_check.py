@@ -26,11 +26,11 @@ exits 0, naming the parts that failed:
   timed epochs (where nvidia-smi exists), and evaluation images/s (repro.train.predict) in bf16 and fp32;
 - precision: the same short training from the same seed in fp32 and in bf16 (deterministic kernels), held-out
   accuracy per epoch and the difference, and fp32 from another seed for the scale a seed alone moves it;
+- ddp: train_config's DistributedDataParallel path in one process under torchrun (NCCL on CUDA; --smoke: gloo, in
+  this process). `repro finetune --ddp 1` itself starts no process group (one process takes the plain path), so
+  this part runs the DDP branch with a one-rank group to exercise the CUDA collectives a single GPU can exercise;
 - compile: our loop with torch.compile off and on for one model, steady state after a warm-up epoch (which holds
-  the compilation, reported apart);
-- ddp: train_config's DistributedDataParallel path in one process under torchrun (NCCL on CUDA, gloo on CPU).
-  `repro finetune --ddp 1` itself starts no process group (one process takes the plain path), so this part runs
-  the DDP branch with a one-rank group to exercise the CUDA collectives a single GPU can exercise.
+  the compilation, reported apart; --smoke: dynamo's eager backend).
 Steady state: every training run has a first, untimed epoch (worker start-up, cuDNN autotuning, compilation);
 images/s is the later epochs' images over their training seconds.
 
