@@ -799,6 +799,8 @@ def environment(cfg: Config) -> dict:
 
     info = {"python": platform.python_version(), "torch": torch.__version__, "cpu_count": os.cpu_count(),
             "platform": platform.platform(), "decoder": decoder(), "nvidia_smi": shutil.which("nvidia-smi")}
+    with contextlib.suppress(OSError):  # DataLoader workers hand batches over in /dev/shm; a small one breaks them
+        info["dev_shm_gib"] = round(shutil.disk_usage("/dev/shm").total / 2**30, 1)
     if cfg.device == "cuda":
         props = torch.cuda.get_device_properties(0)
         info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda,
