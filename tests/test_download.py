@@ -181,7 +181,7 @@ def test_only_https_file_and_loopback_http_urls_are_accepted(server, tmp_path):
         with pytest.raises(ReproError, match="refused URL"):
             download(url, tmp_path / "x")
     hop = server.serve("/hop", location="http://example.com/x.safetensors")
-    with pytest.raises(ReproError, match="refused URL 'http://example.com/x.safetensors'"):
+    with pytest.raises(ReproError, match="refused redirect from .* to http://example.com/x.safetensors"):
         download(hop, tmp_path / "x")
     assert _names(tmp_path) == []
 

@@ -251,3 +251,118 @@ def test_bad_archive_arguments_give_one_line(repo, args, message):
     assert done.returncode == 2 and message in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not (repo / "results" / "eval.json").exists() and not (repo / "paper" / "checkpoints").exists()
+
+
+# --- hostile archives and redirects (issue 15) ----------------------------------------------------------------------
+
+def _bomb_zip(folder: Path) -> Path:
+    """A real decompression bomb, small: 100 MiB of zeros deflated to about 100 KB (1000:1)."""
+    path = folder / "bomb.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        with z.open("checkpoints.yaml", "w") as member:
+            block = bytes(1 << 20)
+            for _ in range(100):
+                member.write(block)
+    return path
+
+
+def test_a_decompression_bomb_is_refused_through_the_cli_before_anything_is_unpacked(repo, tmp_path):
+    archive = _bomb_zip(tmp_path)
+    assert archive.stat().st_size < 1 << 20
+    cache = tmp_path / "cache"
+    done = run([REPRO, "eval", "--all", "--archive", str(archive), "--json", str(tmp_path / "report.json"),
+                "--cache-dir", str(cache)], repo, check=False)
+    assert done.returncode == 1, done.stderr
+    assert "(a decompression bomb?); refused, nothing unpacked" in done.stderr and "limit of 100:1" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    assert not (tmp_path / "report.json").exists()
+    assert not cache.exists() or not any(cache.rglob("*.yaml"))
+
+
+def test_the_unpacked_size_bounds_hold_for_tar_too_and_small_archives_pass(tmp_path):
+    from repro.datasets.fetch import check_unpacked_size, unpack
+
+    path = tmp_path / "bomb.tar.gz"
+    with tarfile.open(path, "w:gz") as t:
+        info = tarfile.TarInfo("zeros.bin")
+        info.size = 80 << 20
+        t.addfile(info, io.BytesIO(bytes(info.size)))
+    with pytest.raises(ReproError, match=r"bomb.tar.gz: .* bytes would unpack to 83,886,080 bytes"):
+        unpack(path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    # the absolute bound, whatever the ratio
+    small = _zip(tmp_path / "small.zip", {"a.txt": b"a" * 1000})
+    with pytest.raises(ReproError, match="over the limit of 999 bytes unpacked"):
+        check_unpacked_size(small, 1000, max_bytes=999)
+    assert unpack(small, tmp_path / "ok") == 1 and (tmp_path / "ok" / "a.txt").read_bytes() == b"a" * 1000
+
+
+def _redirecting_server(location: str):
+    import http.server
+    import threading
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(302)
+            self.send_header("Location", location)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
+
+
+@pytest.mark.parametrize("location", ["file:///etc/passwd", "ftp://127.0.0.1/x.safetensors",
+                                      "http://example.org/x.safetensors"])
+def test_a_redirect_to_a_local_file_or_another_scheme_is_refused(released, tmp_path, location):
+    """A server on this machine that redirects `repro eval --checkpoint URL` to file:///etc/passwd once made the
+    tool read a local file as if it were the download."""
+    httpd = _redirecting_server(location)
+    try:
+        url = f"http://127.0.0.1:{httpd.server_port}/x.safetensors"
+        done = run([REPRO, "eval", "--model", TINY, "--dataset", "digits", "--checkpoint", url, "--cache-dir",
+                    str(tmp_path / "cache")], released[0], check=False)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert done.returncode != 0
+    assert f"refused redirect from {url} to {location}" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and "root:" not in done.stdout + done.stderr
+    assert not any(p.is_file() for p in (tmp_path / "cache").rglob("*")) if (tmp_path / "cache").exists() else True
+
+
+def test_the_weights_downloader_follows_the_same_redirect_rule(tmp_path):
+    from repro import weights
+
+    httpd = _redirecting_server("file:///etc/passwd")
+    try:
+        with pytest.raises(ReproError, match="refused redirect from .* to file:///etc/passwd"):
+            weights._download(f"http://127.0.0.1:{httpd.server_port}/w.pth", tmp_path, "w.pth", None)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_refused_pickle_never_passes_on_torchs_advice_to_disable_weights_only(tmp_path):
+    import pickle
+
+    from repro.evaluate import load_tensors
+    from repro.weights import load_state_dict
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo should-never-run",))
+
+    data = pickle.dumps({"w": Payload()})
+    (tmp_path / "evil.pth").write_bytes(data)
+    for load in (lambda: load_state_dict(tmp_path / "evil.pth"), lambda: load_tensors(data, "pytorch-pickle", "evil.pth")):
+        with pytest.raises(ReproError) as caught:
+            load()
+        message = str(caught.value)
+        assert "refused to load: not a plain checkpoint of tensors" in message
+        assert "weights_only=False" not in message and "weights_only` set to `False" not in message
+        assert "\n" not in message

@@ -65,6 +65,20 @@ def check_url(url: str) -> str:
                      "this machine); use the https:// address or download the file and pass its path")
 
 
+def follow_redirect(current: str, location: str) -> str:
+    """Where a redirect from `current` to `location` leads, if the one redirect rule allows it: to https://, or to
+    plain http:// on this machine from a URL on this machine (the tests' servers). Never to file:// or any other
+    scheme, so a server cannot make us read a local file, and never from a remote host to this machine."""
+    target = urljoin(current, location)
+    parts = urlsplit(target)
+    if parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(parts.hostname)
+                                   and _is_loopback(urlsplit(current).hostname)):
+        return target
+    raise ReproError(f"refused redirect from {current} to {target}: a redirect may lead only to an https:// URL "
+                     "(plain http:// only between addresses on this machine); download the file yourself and "
+                     "pass its path")
+
+
 def file_url_path(url: str) -> Path:
     import urllib.request
 
@@ -137,8 +151,8 @@ def _open(url: str, offset: int) -> _Response:
             response = opener.open(urllib.request.Request(url, headers=headers), timeout=TIMEOUT_S)
         except urllib.error.HTTPError as exc:
             if exc.code in (301, 302, 303, 307, 308) and exc.headers.get("Location"):
-                url = urljoin(url, exc.headers["Location"])
                 exc.close()
+                url = follow_redirect(url, exc.headers["Location"])
                 continue
             exc.close()
             if exc.code == 416 and offset > 0:  # the part file is not a prefix the server can continue

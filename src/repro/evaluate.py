@@ -331,8 +331,9 @@ def load_tensors(data: bytes, fmt: str, where: str) -> dict[str, torch.Tensor]:
         # weights_only=True: the restricted unpickler accepts tensors and plain containers, nothing callable
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # what the restricted unpickler refuses surfaces as various exception types
-        raise ReproError(f"{where}: refused to load (not a plain tensor checkpoint under "
-                         f"torch.load(weights_only=True)): {str(exc).splitlines()[0]}") from None
+        from repro.weights import pickle_refusal
+
+        raise pickle_refusal(where, exc) from None
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
         raise ReproError(f"{where}: expected a flat state dict of tensors, found {type(state).__name__}")

@@ -24,9 +24,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
-from repro.download import _is_loopback, check_url, sha256_file  # one URL rule and one hash for every download
+from repro.download import _is_loopback, check_url, follow_redirect, sha256_file  # one URL rule and one hash for every download
 from repro.errors import ReproError
 
 if TYPE_CHECKING:
@@ -245,8 +245,8 @@ def _open(url: str):
         except urllib.error.HTTPError as exc:
             if exc.code in (301, 302, 303, 307, 308) and exc.headers.get("Location"):
                 headers.append(exc.headers)
-                url = urljoin(url, exc.headers["Location"])
                 exc.close()
+                url = follow_redirect(url, exc.headers["Location"])
                 continue
             raise ReproError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from None
         except (urllib.error.URLError, OSError) as exc:
@@ -403,6 +403,17 @@ def verify(specs: Iterable[ModelSpec], lock_file: Path, weights_dir: Path | None
     return rows, problems
 
 
+def pickle_refusal(where: str, exc: Exception) -> ReproError:
+    """Our one message for a pickle that `torch.load(weights_only=True)` refused. Torch's own text advises
+    retrying with weights_only=False, which would run the file's code: that advice is never passed on."""
+    text = str(exc)
+    detail = text.split("WeightsUnpickler error:", 1)[1] if "WeightsUnpickler error:" in text else text
+    reason = next((line.strip() for line in detail.splitlines() if line.strip()), exc.__class__.__name__)
+    return ReproError(f"{where}: refused to load: not a plain checkpoint of tensors ({reason[:200]}). repro reads "
+                      "pickled checkpoints only with torch.load(weights_only=True) and never unpickles anything "
+                      "else, since that can run code; use a safetensors file or a state dict saved as tensors")
+
+
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors only: safetensors, or a pickle restricted by `weights_only=True`. Anything else is refused."""
     import torch
@@ -416,7 +427,7 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # the restricted unpickler refuses anything but tensors and containers
-            raise ReproError(f"{path}: refused to load (not a plain tensor checkpoint): {exc}") from None
+            raise pickle_refusal(str(path), exc) from None
         if not isinstance(state, dict):
             raise ReproError(f"{path}: expected a state dict, found {type(state).__name__}")
         return state

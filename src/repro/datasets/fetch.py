@@ -189,8 +189,32 @@ def safe_member(name: str, archive: Path) -> PurePosixPath:
     return path
 
 
+# Bounds on what an archive may unpack to, checked on the members' stated sizes before anything is written (zipfile
+# stops each member at its stated size and checks its CRC; a tar member's size is its header's). The datasets'
+# archives are mostly JPEG/PNG, which do not compress, and a few JSON/CSV files (about 10:1); a bomb is 1000:1.
+MAX_UNPACKED_BYTES = 64 << 30  # 64 GiB: eight times the largest download allowed (repro.download.DEFAULT_MAX_BYTES)
+MAX_RATIO = 100  # unpacked bytes per archive byte, above RATIO_FLOOR
+RATIO_FLOOR = 64 << 20  # archives unpacking to less than 64 MiB are not held to the ratio
+
+
+def check_unpacked_size(archive: Path, total: int, *, max_bytes: int = MAX_UNPACKED_BYTES,
+                        max_ratio: int = MAX_RATIO) -> None:
+    """Refuse an archive whose members add up to more than `max_bytes`, or that expands more than `max_ratio`
+    times its own size (once past RATIO_FLOOR): a decompression bomb is stopped before it fills the disk."""
+    size = max(Path(archive).stat().st_size, 1)
+    if total > max_bytes:
+        raise ReproError(f"{archive}: members add up to {total:,} bytes, over the limit of {max_bytes:,} bytes "
+                         "unpacked; refused, nothing unpacked")
+    if total > RATIO_FLOOR and total > max_ratio * size:
+        raise ReproError(f"{archive}: {size:,} bytes would unpack to {total:,} bytes ({total // size}:1), over the "
+                         f"limit of {max_ratio}:1 (a decompression bomb?); refused, nothing unpacked")
+
+
 def unpack(archive: Path, target: Path, progress: Callable[[int, int], None] | None = None) -> int:
-    """Unpack a .zip or .tar(.gz) archive into `target` (which must be new); returns the member count."""
+    """Unpack a .zip or .tar(.gz) archive into `target` (which must be new); returns the member count.
+
+    Every member is checked before any is written: its path stays inside `target`, it is a plain file or folder,
+    and all of them together stay within `check_unpacked_size`'s bounds."""
     archive, target = Path(archive), Path(target)
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as z:
@@ -200,6 +224,7 @@ def unpack(archive: Path, target: Path, progress: Callable[[int, int], None] | N
                 if stat.S_ISLNK(info.external_attr >> 16):
                     raise ReproError(f"{archive}: member {info.filename!r} is a symbolic link; refused, "
                                      "nothing unpacked")
+            check_unpacked_size(archive, sum(info.file_size for info in members))
             for done, info in enumerate(members, 1):
                 z.extract(info, target)  # zipfile strips what safe_member already refused
                 if progress:
@@ -213,6 +238,7 @@ def unpack(archive: Path, target: Path, progress: Callable[[int, int], None] | N
                 if not (member.isfile() or member.isdir()):
                     raise ReproError(f"{archive}: member {member.name!r} is a link or device; refused, nothing "
                                      "unpacked")
+            check_unpacked_size(archive, sum(member.size for member in members if member.isfile()))
             for done, member in enumerate(members, 1):
                 t.extract(member, target, filter="data")  # the stdlib's own guard, on top of the checks above
                 if progress:
