@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from repro import layout
+from repro import jsonfile, layout
 from repro.errors import ReproError
 
 app = typer.Typer(
@@ -59,7 +59,7 @@ def _params(path: Path):
 def _write_json(path: Path, document: dict) -> None:
     from repro.splits import atomic_write
 
-    atomic_write(path, (json.dumps(document, indent=2) + "\n").encode())
+    atomic_write(path, jsonfile.dumps(document))
 
 
 @app.command()
@@ -489,6 +489,12 @@ def sweep(
         MODELS[name]
     for name in datasets:
         DATASETS[name]
+    local = None
+    if launcher is Launcher.local:  # an unusable device is refused before any run folder or lock exists
+        from repro.train import check_device
+
+        check_device(p.finetune.device)
+        local = launch.local_devices(devices, workers)
     root = Path.cwd().resolve()
     jobs = [launch.Job(m, d, str(root / layout.run_dir(MODELS[m].path, d)), str(root / layout.data_dir(d)),
                        str(root / layout.split_file(d)), str(root / layout.WEIGHTS_LOCK), str(root),
@@ -502,7 +508,7 @@ def sweep(
             progress.update(task, advance=1, last=f"{result['status']}: {result['model']} on {result['dataset']}")
 
         if launcher is Launcher.local:
-            results = launch.run_local(jobs, p.finetune, launch.local_devices(devices, workers), threads, on_done)
+            results = launch.run_local(jobs, p.finetune, local, threads, on_done)
         else:
             folder = slurm_folder or layout.RESULTS / "slurm" / time.strftime("%Y%m%d-%H%M%S")
             options = launch.SlurmOptions(folder=folder.resolve(), partition=partition, time_min=time_min,
@@ -714,19 +720,16 @@ def verify(
     quiet: Annotated[bool, typer.Option(help="Print a one-line summary instead of the table.")] = False,
 ) -> None:
     """Check the paper's claims (paper/claims.yaml) against the current results and print a verdict table."""
-    import yaml
-
     from repro.analysis import NEEDS, evaluate_claims
+    from repro.inputs import load_yaml
     from repro.results import read_json, read_summary
 
     p = _params(params)
     claims_path = claims or Path(p.verify.claims)
-    try:
-        claim_list = yaml.safe_load(claims_path.read_text())["claims"]
-    except FileNotFoundError:
-        raise ReproError(f"{claims_path}: missing claims file") from None
-    except (yaml.YAMLError, TypeError, KeyError):
-        raise ReproError(f"{claims_path}: expected a YAML mapping with a 'claims' list") from None
+    document = load_yaml(claims_path, "missing claims file")
+    if not isinstance(document, dict) or "claims" not in document:
+        raise ReproError(f"{claims_path}: expected a YAML mapping with a 'claims' list")
+    claim_list = document["claims"]
     slopes_doc = read_json(slopes, "repro analyze")
     if slopes_doc.get("profile") != p.profile:
         raise ReproError(f"{slopes}: made under the {slopes_doc.get('profile')!r} profile, params say "

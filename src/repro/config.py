@@ -9,8 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, model_validator
 from pydantic.dataclasses import dataclass
 
 from repro.errors import ReproError
@@ -19,11 +18,34 @@ from repro.errors import ReproError
 _STRICT = ConfigDict(extra="forbid")
 PROFILES = ("smoke", "paper")
 
+# Ranges of the numeric parameters: wide enough for any study of this kind, narrow enough that a typo (an extra
+# zero, a negative seed, `.inf`) is caught before hours of compute. Bootstrap arrays are resamples x models floats,
+# so 100,000 resamples of a 19-model fit stay within tens of MB.
+MAX_EPOCHS = 1000
+MAX_BATCH = 65536
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 4096
+MAX_RESAMPLES = 100_000
+MAX_EXAMPLE_RESAMPLES = 10_000  # resamples x test images (CCT-20: 15,827) are held at once
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding takes 0 .. 2**32 - 1
+Seed = Annotated[StrictInt, Field(ge=0, le=MAX_SEED)]
+
+
+def _device_name(value: str) -> str:
+    """The device rule's syntax (repro.train.check_device adds whether this machine has that GPU)."""
+    import re
+
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+        raise ValueError(f"{value!r} is not a device this tool runs on; valid: auto, cpu, cuda, cuda:N")
+    return value
+
+
+Device = Annotated[StrictStr, AfterValidator(_device_name)]
+
 
 @dataclass(frozen=True, config=_STRICT)
 class PrepareParams:
     datasets: Annotated[tuple[StrictStr, ...], Field(min_length=1)]
-    seed: StrictInt  # seed of split rules that take one (the embedded digits); the paper's rules fix their own
+    seed: Seed  # seed of split rules that take one (the embedded digits); the paper's rules fix their own
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -32,23 +54,23 @@ class FinetuneParams:
     datasets: Annotated[tuple[StrictStr, ...], Field(min_length=1)]
     pretrained: StrictBool
     weights_dir: StrictStr | None
-    epochs: Annotated[StrictInt, Field(gt=0)]
-    batch_size: Annotated[StrictInt, Field(gt=0)]
+    epochs: Annotated[StrictInt, Field(gt=0, le=MAX_EPOCHS)]
+    batch_size: Annotated[StrictInt, Field(gt=0, le=MAX_BATCH)]
     optimizer: Literal["adamw", "sgd"]
-    lrs: Annotated[tuple[Annotated[float, Field(gt=0)], ...], Field(min_length=1)]
-    wds: Annotated[tuple[Annotated[float, Field(ge=0)], ...], Field(min_length=1)]
+    lrs: Annotated[tuple[Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)], ...], Field(min_length=1)]
+    wds: Annotated[tuple[Annotated[float, Field(ge=0, le=10, allow_inf_nan=False)], ...], Field(min_length=1)]
     # The authors hand AdamW `weight_decay = wd / lr` (PAPER.md section 4); True reproduces that quirk.
     adamw_wd_over_lr: StrictBool
     schedule: Literal["cosine", "step"]
-    image_size: Annotated[StrictInt | None, Field(gt=0)]  # None: the dataset's own size
-    seed: StrictInt
-    device: StrictStr  # "auto", "cpu", "cuda", "cuda:1", ...
-    num_workers: Annotated[StrictInt, Field(ge=0)]
+    image_size: Annotated[StrictInt | None, Field(ge=MIN_IMAGE_SIZE, le=MAX_IMAGE_SIZE)]  # None: the dataset's own
+    seed: Seed
+    device: Device  # "auto", "cpu", "cuda", "cuda:1"
+    num_workers: Annotated[StrictInt, Field(ge=0, le=256)]
     # paper: select epoch and config on the dataset's selection split, which for APTOS, Cassava, EuroSAT and Melanoma
     # is the reported split itself (PAPER.md section 4). strict: select on a stratified, seeded slice carved out of
     # train (strict_val_fraction of it), so the reported split never influences selection.
     protocol: Literal["paper", "strict"]
-    strict_val_fraction: Annotated[float, Field(gt=0, lt=1)]
+    strict_val_fraction: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
     selection: Literal["best_epoch", "last_epoch"]  # best_epoch: the paper's best validation epoch per config
     amp: Literal["auto", "bf16", "off"]  # auto: bf16 autocast on CUDA where supported, fp32 elsewhere
     channels_last: StrictBool
@@ -61,13 +83,14 @@ class FinetuneParams:
 
 @dataclass(frozen=True, config=_STRICT)
 class AnalyzeParams:
-    threshold: float  # ImageNet top-1 in percent; the second fit uses models at or above it
+    threshold: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]  # ImageNet top-1 in percent; the second
+    # fit uses models at or above it
     transform: Literal["linear", "logit", "probit"]  # axis scale of the fits; linear is the paper's reading
-    bootstrap_resamples: Annotated[StrictInt, Field(gt=0)]
-    bootstrap_seed: StrictInt
+    bootstrap_resamples: Annotated[StrictInt, Field(gt=0, le=MAX_RESAMPLES)]
+    bootstrap_seed: Seed
     # Resamples of test examples for each model's kappa / AUC / F1 interval (accuracy uses the exact binomial).
-    example_resamples: Annotated[StrictInt, Field(gt=0)]
-    ci_level: Annotated[float, Field(gt=0, lt=1)]
+    example_resamples: Annotated[StrictInt, Field(gt=0, le=MAX_EXAMPLE_RESAMPLES)]
+    ci_level: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -138,11 +161,8 @@ def parse_params(data: object, source: str = "params.yaml") -> Params:
 
 
 def load_params(path: Path | str = "params.yaml") -> Params:
+    from repro.inputs import load_yaml
+
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ReproError(f"{path}: not found; run from the repository root or pass --params") from None
-    except yaml.YAMLError as error:
-        raise ReproError(f"{path}: not valid YAML: {str(error).splitlines()[0]}") from None
+    data = load_yaml(path, "run from the repository root or pass --params")
     return parse_params(data, str(path))

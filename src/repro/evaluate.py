@@ -128,16 +128,13 @@ def _entry_from(raw: dict, where: str) -> ManifestEntry:
 
 def read_manifest(path: Path) -> list[ManifestEntry]:
     """The manifest's entries; a missing or malformed manifest is one ReproError naming the file and entry."""
-    import yaml
+    from repro.inputs import load_yaml
 
     path = Path(path)
-    try:
-        document = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
+    if not path.exists():
         raise ReproError(f"{path}: release manifest not found; run from the repository root, pass --manifest, "
-                         "or write one with `repro release`") from None
-    except yaml.YAMLError as exc:
-        raise ReproError(f"{path}: not valid YAML ({exc})") from None
+                         "or write one with `repro release`")
+    document = load_yaml(path)
     if not isinstance(document, dict) or document.get("version") != MANIFEST_VERSION \
             or not isinstance(document.get("checkpoints"), list):
         raise ReproError(f"{path}: expected a mapping with version: {MANIFEST_VERSION} and a checkpoints list")
@@ -386,7 +383,9 @@ def predict_scores(net: nn.Module, dataset, multilabel: bool, device: str = "cpu
 
     from repro.train import predict
 
-    dev = torch.device(device)
+    from repro.train import resolve_device
+
+    dev = resolve_device(device, "--device")
     net = net.to(dev, memory_format=torch.channels_last)
     return predict(net, dataset, dev, multilabel)
 

@@ -87,9 +87,13 @@ def local_devices(devices: str, workers: int | None) -> list[str]:
         if count:
             return [f"cuda:{i}" for i in range(count)][: workers or count]
         return ["cpu"] * (workers or 1)
+    from repro.train import check_device
+
     names = [d.strip() for d in devices.split(",") if d.strip()]
     if not names:
         raise ReproError(f"--devices {devices!r}: expected 'auto' or a comma list like 'cuda:0,cuda:1' or 'cpu'")
+    for name in names:
+        check_device(name, "--devices")
     if names == ["cpu"] and workers:
         names = names * workers
     return names

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
 
+from repro import jsonfile
 from repro.errors import ReproError
 from repro.splits import atomic_write
 
@@ -77,7 +78,7 @@ def write_run(run_dir: Path, record: dict, predictions: Sequence[dict], state_di
         # bytes (and so DVC's hash of the run) differ between two identical runs.
         identity = json.dumps({"model": record["model"], "dataset": record["dataset"]}, sort_keys=True)
         atomic_write(run_dir / WEIGHTS_FILE, save(tensors, metadata={"repro": identity}))
-    atomic_write(run_dir / RUN_FILE, (json.dumps(record, indent=2, sort_keys=False) + "\n").encode())
+    atomic_write(run_dir / RUN_FILE, jsonfile.dumps(record))
     return run_dir / RUN_FILE
 
 
@@ -138,7 +139,7 @@ def write_summary(rows: Sequence[dict], summary_path: Path, metrics_path: Path) 
     metrics: dict[str, dict] = {}
     for row in rows:
         metrics.setdefault(row["dataset"], {})[row["model"]] = {row["metric"]: row["value"]}
-    atomic_write(metrics_path, (json.dumps(metrics, indent=2) + "\n").encode())
+    atomic_write(metrics_path, jsonfile.dumps(metrics))
 
 
 def read_summary(path: Path):

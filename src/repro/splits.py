@@ -47,14 +47,12 @@ def render(rows: Sequence[SplitRow]) -> bytes:
 
 
 def read_split(path: Path) -> list[SplitRow]:
+    from repro.inputs import read_csv
+
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ReproError(f"{path}: missing split file; run `repro data prepare {path.stem}`")
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or not {"id", "label", "split"} <= set(reader.fieldnames):
-            raise ReproError(f"{path}: expected columns id,label,split, found {reader.fieldnames}")
-        return [(row["id"], row["label"], row["split"]) for row in reader]
+    return [(row["id"], row["label"], row["split"]) for row in read_csv(path, ("id", "label", "split"))]
 
 
 def atomic_write(path: Path, data: bytes) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from repro.config import FinetuneParams
+from repro.errors import ReproError
 from repro.datasets import DATASETS
 from repro.splits import stratified_three_way, write_split
 
@@ -61,11 +62,10 @@ def prepare(name: str, raw_dir: Path, out_dir: Path, split_path: Path, pins_path
 def _write_manifest(out_dir: Path, info: dict) -> None:
     """data/prepared/NAME/manifest.json: the prepare stage's output for data read from its raw folder, so the
     stage has the same outputs for every dataset and finetune reruns when the split changes."""
-    import json
-
+    from repro import jsonfile
     from repro.splits import atomic_write
 
-    atomic_write(Path(out_dir) / "manifest.json", (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write(Path(out_dir) / "manifest.json", jsonfile.dumps(info, sort_keys=True))
 
 
 STRICT_SPLIT = "train_holdout"  # the selection split `protocol: strict` carves out of train

@@ -78,7 +78,30 @@ class ConfigResult:
                 "diverged": self.diverged, "train_images": self.train_images, "train_seconds": self.train_seconds}
 
 
-def resolve_device(device: str) -> torch.device:
+DEVICE_KINDS = "auto, cpu, cuda, cuda:N"
+
+
+def check_device(device: str, where: str = "finetune.device") -> str:
+    """The one device rule: 'auto', 'cpu', 'cuda' or 'cuda:N' for a GPU this machine has; anything else (a
+    device kind torch has no backend for here, a GPU index past the last one, CUDA without a driver) is one
+    ReproError naming the value and what is valid. Returns the device string unchanged."""
+    import re
+
+    match = re.fullmatch(r"(auto|cpu|cuda)(?::(\d+))?", device)
+    if match is None or (match.group(2) is not None and match.group(1) != "cuda"):
+        raise ReproError(f"{where}: {device!r} is not a device this tool runs on; valid: {DEVICE_KINDS}")
+    if match.group(1) == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ReproError(f"{where}: {device!r} but this machine has no usable CUDA device; valid here: auto, cpu")
+        if match.group(2) is not None and int(match.group(2)) >= count:
+            raise ReproError(f"{where}: {device!r} but this machine has {count} CUDA device(s), cuda:0 to "
+                             f"cuda:{count - 1}")
+    return device
+
+
+def resolve_device(device: str, where: str = "finetune.device") -> torch.device:
+    check_device(device, where)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from repro.download import _is_loopback, check_url, follow_redirect, sha256_file  # one URL rule and one hash for every download
+from repro import jsonfile
 from repro.errors import ReproError
 
 if TYPE_CHECKING:
@@ -152,7 +153,7 @@ def render_lock(entries: dict[str, LockEntry]) -> bytes:
                     "a sha256 by hand: delete the entry's sha256/size to re-pin on purpose.",
         "weights": weights,
     }
-    return (json.dumps(document, indent=2) + "\n").encode()
+    return jsonfile.dumps(document)
 
 
 def _record(lock_file: Path, key: str, entry: LockEntry) -> None:

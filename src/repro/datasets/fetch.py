@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from repro import jsonfile
 from repro.errors import ReproError, UsageError
 
 KAGGLE_API = "https://www.kaggle.com/api/v1"
@@ -175,7 +176,7 @@ def read_lock(path: Path) -> dict:
 def write_lock(path: Path, document: dict) -> None:
     from repro.splits import atomic_write
 
-    atomic_write(path, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write(path, jsonfile.dumps(document, sort_keys=True))
 
 
 # --- unpacking -----------------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from pathlib import Path
 from repro.datasets import DATASETS, DatasetSpec
 from repro.datasets.eurosat import EXTENSIONS
 from repro.datasets.raw import RawRow, row_problems
+from repro import jsonfile
 from repro.errors import ReproError, UsageError
 
 KINDS = ("folder", "csv")
@@ -134,7 +135,7 @@ def save_spec(path: Path, spec: DatasetSpec, seed: int, skipped: list[str]) -> N
     from repro.splits import atomic_write
 
     document = {"spec": asdict(spec), "seed": seed, "fractions": list(SPLIT_FRACTIONS), "skipped": skipped}
-    atomic_write(path, (json.dumps(document, indent=2) + "\n").encode())
+    atomic_write(path, jsonfile.dumps(document))
 
 
 def load_spec(path: Path) -> tuple[DatasetSpec, int]:
