@@ -139,3 +139,90 @@ def test_every_json_we_write_is_strict():
     text = jsonfile.dumps({"slope": float("nan"), "ci": [float("-inf"), 1.5], "nested": {"x": float("inf")}})
     assert json.loads(text, parse_constant=lambda token: pytest.fail(f"non-standard token {token}")) == \
         {"slope": None, "ci": [None, 1.5], "nested": {"x": None}}
+
+
+# --- images and folders, through `repro data prepare folder:PATH` and `csv:PATH` ------------------------------------
+
+def _own_folder(root: Path, per_class: int = 5) -> Path:
+    from PIL import Image
+
+    for name, value in (("cat", 60), ("dog", 200)):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("RGB", (12, 10), (value, i * 10, 0)).save(root / name / f"{name}{i}.png")
+    return root
+
+
+def _prepare(repo: Path, source: str, *extra: str):
+    return run([REPRO, "data", "prepare", source, "--name", "mine", *extra], repo, check=False)
+
+
+def _bomb_png(path: Path) -> None:
+    """A valid PNG header claiming 100,000 x 100,000 px, followed by a few bytes of deflated zeros."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(1000)))
+                     + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda p: _bomb_png(p / "cat" / "huge.png"), "huge.png: 100000 x 100000 px is over the limit of 100,000,000"),
+    (lambda p: __import__("PIL.Image").Image.new("P", (8, 8)).save(p / "cat" / "anim.png", format="GIF"),
+     "anim.png: a GIF image, not one of the accepted formats"),
+], ids=["decompression bomb", "GIF named .png"])
+def test_a_bad_image_in_own_data_is_named_and_nothing_is_written(repo, tmp_path, make, message):
+    folder = _own_folder(tmp_path / "pets")
+    make(folder)
+    before = _files(repo)
+    done = _prepare(repo, f"folder:{folder}")
+    assert done.returncode == 1 and message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert _files(repo) == before
+
+
+def test_a_16_bit_png_is_scaled_to_8_bits_not_clipped(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from repro.datasets.loaders import read_image
+
+    ramp = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1040)  # 0 .. 65520
+    Image.fromarray(ramp).save(tmp_path / "scan.png")
+    assert Image.open(tmp_path / "scan.png").mode == "I;16"
+    pixels = read_image(tmp_path, ("scan.png",))
+    assert pixels.shape == (8, 8, 3) and pixels.dtype == np.uint8
+    np.testing.assert_array_equal(pixels[..., 0], np.rint(ramp / 257).astype(np.uint8))
+    assert pixels.min() == 0 and pixels.max() == 255 and len(np.unique(pixels)) == 64  # clipped: two values
+
+
+def test_the_folder_walk_does_not_follow_links_out_of_the_folder_or_in_loops(repo, tmp_path):
+    folder = _own_folder(tmp_path / "pets")
+    outside = _own_folder(tmp_path / "elsewhere")
+    (folder / "cat" / "loop").symlink_to(folder / "cat")  # a loop: cat/loop/loop/... is cat again
+    (folder / "dog" / "more").symlink_to(outside / "dog")  # out of the dataset
+    (folder / "dog" / "inside").symlink_to(folder / "cat")  # inside, but cat's folder: no second copy
+    from repro.datasets.own import scan_folder
+
+    ids = [row.id for row in scan_folder(folder).rows]
+    assert sorted(ids) == [f"{c}/{c}{i}.png" for c in ("cat", "dog") for i in range(5)]
+    done = _prepare(repo, f"folder:{folder}")
+    assert done.returncode == 0, done.stderr
+    rows = (repo / "data" / "splits" / "mine.csv").read_text().splitlines()
+    assert len(rows) == 1 + 10
+
+
+def test_labels_that_are_one_number_spelled_two_ways_are_refused(repo, tmp_path):
+    folder = _own_folder(tmp_path / "pets")
+    lines = ["path,label"] + [f"cat/cat{i}.png,{'01' if i == 3 else '1'}" for i in range(5)] + \
+        [f"dog/dog{i}.png,2" for i in range(5)]
+    (folder / "labels.csv").write_text("\n".join(lines) + "\n")
+    before = _files(repo)
+    done = _prepare(repo, f"csv:{folder / 'labels.csv'}")
+    assert done.returncode == 1 and "labels '1' and '01' (labels.csv:2, labels.csv:5) are the same number" in \
+        done.stderr, done.stderr
+    assert _files(repo) == before

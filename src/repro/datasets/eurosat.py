@@ -20,7 +20,7 @@ CLASSES = ("AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industria
            "Residential", "River", "SeaLake")
 PUBLISHED = {"images": 27000}
 # The extensions ImageFolder accepts (case-insensitive); other files are not samples.
-EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+from repro.datasets.images import walk_images
 
 
 def scan(raw_dir: Path) -> Scan:
@@ -39,11 +39,9 @@ def scan(raw_dir: Path) -> Scan:
         if name not in found:
             result.problems.append(f"{root / name}: missing class folder")
     for name in (c for c in found if c in CLASSES):
-        for folder, _, files in sorted(os.walk(root / name, followlinks=True)):
-            for file in sorted(files):
-                if file.lower().endswith(EXTENSIONS):
-                    image_id = Path(folder, file).relative_to(root).as_posix()
-                    result.rows.append(RawRow(image_id, name, (f"{ROOT}/{image_id}",)))
+        for file in walk_images(root / name):
+            image_id = file.relative_to(root).as_posix()
+            result.rows.append(RawRow(image_id, name, (f"{ROOT}/{image_id}",)))
     result.counts["images"] = len(result.rows)
     return result
 

@@ -62,20 +62,21 @@ def read_labels(root: Path) -> list[tuple[str, str]]:
 def decode_images(root: Path, ids: Sequence[str]) -> list[torch.Tensor]:
     """Decode every image once into a uint8 RGB tensor (C, H, W); report all unreadable files together."""
     import torch
-    from PIL import Image
+
+    from repro.datasets.images import ImageError, decode
 
     images: list[torch.Tensor] = []
     problems: list[str] = []
     for image_id in ids:
         path = Path(root) / image_id
-        try:
-            with Image.open(path) as image:
-                pixels = np.asarray(image.convert("RGB"))
-            images.append(torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous())
-        except FileNotFoundError:
+        if not path.is_file():
             problems.append(f"{image_id} (missing)")
-        except OSError as exc:  # PIL's UnidentifiedImageError and truncated files are OSErrors
-            problems.append(f"{image_id} ({exc.__class__.__name__})")
+            continue
+        try:
+            pixels = decode(path)
+            images.append(torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous())
+        except ImageError as exc:
+            problems.append(f"{image_id} ({exc.short})")
     if problems:
         shown = ", ".join(problems[:5]) + (f" and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise ReproError(f"{root}: {len(problems)} unreadable image(s): {shown}")

@@ -85,19 +85,18 @@ def image_source(spec: DatasetSpec, data_dir: Path, split_ids: Sequence[str]) ->
 
 def read_image(root: Path, paths: Sequence[str], channel_order: str = "rgb", image_id: str = "") -> np.ndarray:
     """uint8 (H, W, 3) pixels of one id (see the module docstring); a ReproError names the file that fails."""
-    from PIL import Image
+    from repro.datasets import images
 
     where = f" (id {image_id})" if image_id else ""
     planes = []
     for relative in paths if len(paths) == 1 else paths[:3]:  # HPA: red, green, blue files, in that order
         path = Path(root) / relative
+        if not path.is_file():
+            raise ReproError(f"{path}{where}: missing image; run `repro data verify` on {root}")
         try:
-            with Image.open(path) as image:
-                planes.append(np.asarray(image.convert("RGB" if len(paths) == 1 else "L")))
-        except FileNotFoundError:
-            raise ReproError(f"{path}{where}: missing image; run `repro data verify` on {root}") from None
-        except (OSError, SyntaxError, ValueError) as exc:  # truncated / not an image: PIL's OSError family
-            raise ReproError(f"{path}{where}: does not decode ({exc.__class__.__name__}: {exc})") from None
+            planes.append(images.decode(path, "RGB" if len(paths) == 1 else "L"))
+        except ReproError as exc:  # name the id as well as the file
+            raise ReproError(str(exc).replace(f"{path}:", f"{path}{where}:", 1)) from None
     if len(planes) == 1:
         pixels = planes[0]
     else:

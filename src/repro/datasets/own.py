@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from repro.datasets import DATASETS, DatasetSpec
-from repro.datasets.eurosat import EXTENSIONS
+from repro.datasets.images import walk_images
 from repro.datasets.raw import RawRow, row_problems
 from repro import jsonfile
 from repro.errors import ReproError, UsageError
@@ -75,12 +75,9 @@ def scan_folder(path: Path) -> OwnScan:
     if not classes:
         result.problems.append(f"{path}: no class sub-folders (expected {path}/<class>/<image>)")
     for name in classes:
-        for folder, dirs, files in sorted(os.walk(path / name, followlinks=True)):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for file in sorted(files):
-                if file.lower().endswith(EXTENSIONS):
-                    image_id = Path(folder, file).relative_to(path).as_posix()
-                    result.rows.append(RawRow(image_id, name, (image_id,)))  # the path names the row
+        for file in walk_images(path / name):
+            image_id = file.relative_to(path).as_posix()
+            result.rows.append(RawRow(image_id, name, (image_id,)))  # the path names the row
     return result
 
 
@@ -110,7 +107,22 @@ def scan_csv(path: Path) -> OwnScan:
             else:
                 seen[image] = line
                 result.rows.append(row)
+    result.problems.extend(_numeric_spellings(path, result.rows))
     return result
+
+
+def _numeric_spellings(path: Path, rows: list[RawRow]) -> list[str]:
+    """Labels are classes by their text. Two labels that are the same number spelled differently (`1`, `01`,
+    `1.0`) would silently become two classes, so they are refused, naming both spellings and a line of each."""
+    spellings: dict[float, dict[str, str]] = {}
+    for row in rows:
+        try:
+            value = float(row.label)
+        except ValueError:
+            continue
+        spellings.setdefault(value, {}).setdefault(row.label, row.where)
+    return [f"{path}: labels {' and '.join(repr(s) for s in found)} ({', '.join(found.values())}) are the same "
+            "number written differently; write each class one way" for found in spellings.values() if len(found) > 1]
 
 
 def scan(kind: str, path: Path, *, decode: bool = True) -> OwnScan:

@@ -61,13 +61,12 @@ def int_label(value: str | None, num_classes: int, where: str, column: str, prob
 
 
 def _decode_problem(path: Path) -> str | None:
-    from PIL import Image
+    from repro.datasets import images
 
     try:
-        with Image.open(path) as image:
-            image.load()  # a truncated file fails here, not at open()
-    except (OSError, SyntaxError, ValueError) as exc:
-        return f"{path}: does not decode ({exc.__class__.__name__}: {exc})"
+        images.decode(path)  # a truncated file fails while decoding, not at open()
+    except ReproError as exc:
+        return str(exc)
     return None
 
 
