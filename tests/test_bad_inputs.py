@@ -226,3 +226,38 @@ def test_labels_that_are_one_number_spelled_two_ways_are_refused(repo, tmp_path)
     assert done.returncode == 1 and "labels '1' and '01' (labels.csv:2, labels.csv:5) are the same number" in \
         done.stderr, done.stderr
     assert _files(repo) == before
+
+
+# --- output paths: checked before any work starts -------------------------------------------------------------------
+
+@pytest.mark.parametrize(("target", "message"), [
+    ("params.yaml/claims.json", "params.yaml/claims.json: cannot be written, params.yaml is a file, not a folder"),
+    ("paper", "paper: is a folder, expected a file path to write"),
+], ids=["under an existing file", "an existing folder"])
+def test_an_output_path_that_cannot_be_written_is_refused_before_work(repo, target, message):
+    before = _files(repo)
+    for args in (["verify", "--json", target], ["check", "--out", target], ["report", "--out", target]):
+        done = run([REPRO, *args], repo, check=False)
+        assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+        assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert _files(repo) == before
+
+
+def test_an_output_folder_that_is_a_file_is_refused(repo):
+    before = _files(repo)
+    done = run([REPRO, "finetune", "--model", "timm/efficientnet_b0.ra_in1k", "--dataset", "digits", "--out",
+                "params.yaml"], repo, check=False)
+    assert done.returncode != 0 and "params.yaml: is a file, expected a folder path to write" in done.stderr
+    assert _files(repo) == before
+
+
+def test_a_read_only_folder_is_refused(tmp_path, monkeypatch):
+    """Root ignores permission bits, so the read-only answer of the file system is simulated at os.access."""
+    import os
+
+    from repro.errors import ReproError
+    from repro.inputs import output_path
+
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    with pytest.raises(ReproError, match="out.json: cannot be written, .* is read-only or not writable"):
+        output_path(tmp_path / "sub" / "out.json")

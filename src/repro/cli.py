@@ -19,6 +19,7 @@ from rich.console import Console
 
 from repro import jsonfile, layout
 from repro.errors import ReproError
+from repro.inputs import output_file_option, output_folder_option
 
 app = typer.Typer(
     help="Reproduce 'Does progress on ImageNet transfer to real-world datasets?' (Fang, Kornblith, Schmidt).",
@@ -63,7 +64,7 @@ def _write_json(path: Path, document: dict) -> None:
 
 
 @app.command()
-def check(params: ParamsOpt = layout.PARAMS, out_file: Annotated[Path, typer.Option("--out")] = layout.CHECK) -> None:
+def check(params: ParamsOpt = layout.PARAMS, out_file: Annotated[Path, typer.Option("--out", callback=output_file_option)] = layout.CHECK) -> None:
     """Check that every dataset and pretrained weight file the study needs is present, before any work."""
     from repro.check import missing_inputs
 
@@ -172,7 +173,7 @@ def data_prepare(
     name: Annotated[str, typer.Argument(help="Dataset name (e.g. digits, aptos), or your own images: folder:PATH "
                                              "(one sub-folder per class) or csv:PATH (columns path,label).")],
     raw: Annotated[Path | None, typer.Option(help="Raw data folder [default: data/raw/NAME].")] = None,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Prepared folder [default: data/prepared/NAME].")]
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Prepared folder [default: data/prepared/NAME].", callback=output_folder_option)]
     = None,
     split: Annotated[Path | None, typer.Option(help="Split file [default: data/splits/NAME.csv].")] = None,
     repin: Annotated[bool, typer.Option(help="Accept a split that differs from its pinned sha256.")] = False,
@@ -329,7 +330,7 @@ def finetune(
     model: Annotated[str | None, typer.Option(help="Model name, see `repro models list`.")] = None,
     dataset: Annotated[str | None, typer.Option(help="Dataset name.")] = None,
     params: ParamsOpt = layout.PARAMS,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder [default: results/runs/MODEL/DATASET].")]
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Run folder [default: results/runs/MODEL/DATASET].", callback=output_folder_option)]
     = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the fully resolved plan (every protocol element, "
                                           "per model and dataset) and train nothing.")] = False,
@@ -675,7 +676,7 @@ def figures(
     params: ParamsOpt = layout.PARAMS,
     summary: Annotated[Path, typer.Option(help="Long table from `repro collect`.")] = layout.SUMMARY,
     slopes: Annotated[Path, typer.Option(help="Fits from `repro analyze`.")] = layout.SLOPES,
-    figure: Annotated[Path, typer.Option("--out", help="Figure 1 replica (PNG; a PDF is written beside it).")]
+    figure: Annotated[Path, typer.Option("--out", help="Figure 1 replica (PNG; a PDF is written beside it).", callback=output_file_option)]
     = layout.FIGURE1,
     appendix: Annotated[Path, typer.Option(help="Appendix-B variant (PNG; a PDF beside it).")] = layout.FIGURE_B,
     tables: Annotated[Path, typer.Option(help="Folder for slopes.md and slopes.tex.")] = layout.TABLES,
@@ -715,7 +716,7 @@ def verify(
     summary: Annotated[Path, typer.Option(help="Long table from `repro collect`.")] = layout.SUMMARY,
     slopes: Annotated[Path, typer.Option(help="Fits from `repro analyze`.")] = layout.SLOPES,
     figure: Annotated[Path, typer.Option(help="Figure 1 replica.")] = layout.FIGURE1,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the verdicts as JSON.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the verdicts as JSON.", callback=output_file_option)] = None,
     strict: Annotated[bool, typer.Option(help="Exit non-zero if any claim fails.")] = False,
     quiet: Annotated[bool, typer.Option(help="Print a one-line summary instead of the table.")] = False,
 ) -> None:
@@ -773,7 +774,7 @@ def report(
     claims: Annotated[Path, typer.Option(help="Verdicts from `repro verify --json`.")] = layout.CLAIMS_OUT,
     figure: Annotated[Path, typer.Option(help="Figure 1 replica (PNG).")] = layout.FIGURE1,
     appendix: Annotated[Path, typer.Option(help="Appendix-B variant (PNG).")] = layout.FIGURE_B,
-    report_file: Annotated[Path, typer.Option("--out", help="HTML file to write.")] = layout.REPORT,
+    report_file: Annotated[Path, typer.Option("--out", help="HTML file to write.", callback=output_file_option)] = layout.REPORT,
 ) -> None:
     """Write one self-contained HTML report (figures embedded, slope and claims tables, provenance) that opens
     offline."""
@@ -846,7 +847,7 @@ ManifestOpt = Annotated[Path, typer.Option("--manifest", help="Release manifest 
 def release_checkpoints(
     params: ParamsOpt = layout.PARAMS,
     manifest: ManifestOpt = RELEASE_MANIFEST,
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder of the released files.")] = RELEASED,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder of the released files.", callback=output_folder_option)] = RELEASED,
     base_url: Annotated[str | None, typer.Option(
         help="https:// address the released folder will be uploaded to; added as a second URL per file.")] = None,
     tolerance: Annotated[float | None, typer.Option(
@@ -898,7 +899,7 @@ def eval_checkpoints(
     cache_dir: Annotated[Path | None, typer.Option(
         help="Where downloaded checkpoints go \\[default: $XDG_CACHE_HOME/repro/checkpoints].")] = None,
     device: Annotated[str, typer.Option(help="Device to evaluate on; the tolerances assume cpu.")] = "cpu",
-    json_out: Annotated[Path, typer.Option("--json", help="JSON report to write.")] = EVAL_REPORT,
+    json_out: Annotated[Path, typer.Option("--json", help="JSON report to write.", callback=output_file_option)] = EVAL_REPORT,
     in_study: Annotated[bool, typer.Option(
         "--in-study", help="With --all: only the checkpoints of datasets in the active study (params.yaml's "
                            "finetune.datasets); the others are listed as skipped. The dvc `eval` stage uses it.")

@@ -7,7 +7,6 @@ reads params.yaml, `repro verify` (paper/claims.yaml), `repro eval` (paper/check
 `repro finetune` (data/splits/NAME.csv).
 """
 
-from __future__ import annotations
 
 import csv
 import io
@@ -92,3 +91,40 @@ def read_csv(path: Path | str, required: tuple[str, ...] = (), missing_hint: str
     except csv.Error as exc:
         raise ReproError(f"{path}:{reader.line_num}: not valid CSV ({exc})") from None
     return rows
+
+
+def output_path(path: Path | None, *, folder: bool = False) -> Path | None:
+    """The one check of a path we are about to write (a file, or with `folder` a folder), made before any work
+    starts: a folder where a file goes, a path under an existing file, or a place that cannot be written
+    (read-only file system, immutable or permission-denied folder) is one ReproError naming the path. Used as the
+    Typer callback of every output option (`--out`, `--json`)."""
+    import os
+
+    if path is None:
+        return None
+    path = Path(path)
+    if path.exists():
+        if path.is_dir() != folder:
+            raise ReproError(f"{path}: is {'a file' if folder else 'a folder'}, expected "
+                             f"{'a folder' if folder else 'a file'} path to write")
+        if not os.access(path if folder else path.parent, os.W_OK) or (not folder and not os.access(path, os.W_OK)):
+            raise ReproError(f"{path}: cannot be written here (read-only or permission denied)")
+        return path
+    ancestor = path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ReproError(f"{path}: cannot be written, {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ReproError(f"{path}: cannot be written, {ancestor} is read-only or not writable")
+    return path
+
+
+def output_file_option(value: Path | None) -> Path | None:
+    """Typer callback of an output-file option (one parameter, so Typer hands it the value)."""
+    return output_path(value)
+
+
+def output_folder_option(value: Path | None) -> Path | None:
+    """Typer callback of an output-folder option."""
+    return output_path(value, folder=True)
