@@ -261,3 +261,15 @@ def test_a_read_only_folder_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "access", lambda path, mode: False)
     with pytest.raises(ReproError, match="out.json: cannot be written, .* is read-only or not writable"):
         output_path(tmp_path / "sub" / "out.json")
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ("path,label\ncaf\xe9.png,1\n".encode("latin-1"), "labels.csv:2: not UTF-8 text"),
+    (b"path,label,label\na.png,1,1\n", "labels.csv:1: column 'label' appears more than once in the header"),
+], ids=["Latin-1", "repeated column"])
+def test_a_bad_own_csv_is_one_line_naming_it(repo, tmp_path, data, message):
+    (tmp_path / "labels.csv").write_bytes(data)
+    before = _files(repo)
+    done = _prepare(repo, f"csv:{tmp_path / 'labels.csv'}")
+    assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert _files(repo) == before

@@ -87,8 +87,16 @@ def scan_csv(path: Path) -> OwnScan:
     if not path.is_file():
         result.problems.append(f"{path}: missing file (csv:PATH wants a CSV with columns path,label)")
         return result
-    with open(path, newline="", encoding="utf-8") as handle:
+    import io
+
+    from repro.inputs import read_text
+
+    with io.StringIO(read_text(path), newline="") as handle:
         reader = csv.DictReader(handle)
+        repeated = sorted({c for c in reader.fieldnames or [] if (reader.fieldnames or []).count(c) > 1})
+        if repeated:
+            result.problems.append(f"{path}:1: column {repeated[0]!r} appears more than once in the header")
+            return result
         missing = [c for c in ("path", "label") if c not in (reader.fieldnames or [])]
         if missing:
             result.problems.append(f"{path}: missing column(s) {', '.join(missing)} (found {reader.fieldnames}); "
