@@ -4,6 +4,7 @@ release of the embedded study is intact."""
 import hashlib
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -125,3 +126,48 @@ def test_the_committed_release_matches_its_manifest():
         assert (meta["model"], meta["dataset"], meta["value"], meta["split_sha256"]) == \
             (entry.model, entry.dataset, entry.value, entry.split_sha256), entry.key
         assert entry.split_sha256 == split_sha, f"{entry.key}: released against another split than the committed one"
+
+
+_RELEASE_SCRIPT = """
+import sys
+from pathlib import Path
+from repro.release import RunRef, release, write_archive
+root, runs = Path(sys.argv[1]), sys.argv[2:]
+refs = [RunRef(Path(r), root / "data/splits/digits.csv", root / "data/prepared/digits") for r in runs]
+entries = release(refs, root / "paper/checkpoints", root / "paper/checkpoints.yaml")
+write_archive(entries, root / "paper/checkpoints.yaml", root / "release.zip")
+"""
+
+
+@pytest.mark.parametrize("spec", ["release.after_export:1", "atomic_write/digits.safetensors:1",
+                                  "atomic_write/checkpoints.yaml:1", "release.archive_before_rename:1"])
+def test_a_release_killed_at_a_failpoint_reruns_to_the_same_bytes(study, tmp_path, spec):
+    """SIGKILL `repro release`'s library path at a named point (repro.failpoints); the rerun writes exactly the
+    files an uninterrupted release writes, and no temp file is left."""
+    import subprocess
+    import sys
+
+    from conftest import tool_env
+    from repro import failpoints
+
+    root = study[0]
+    runs = [str(root / "results/runs" / TINY / "digits")]
+
+    def release_in(folder: Path, env: dict) -> subprocess.CompletedProcess:
+        shutil.copytree(root / "data", folder / "data", dirs_exist_ok=True)
+        return subprocess.run([sys.executable, "-c", _RELEASE_SCRIPT, str(folder), *runs], env=env,
+                              capture_output=True, text=True)
+
+    reference = tmp_path / "reference"
+    assert release_in(reference, tool_env()).returncode == 0
+    crashed = tmp_path / "crashed"
+    done = release_in(crashed, {**tool_env(), failpoints.VARIABLE: spec})
+    assert done.returncode == -9, f"{spec}: not killed ({done.returncode})\n{done.stderr[-1500:]}"
+    assert release_in(crashed, tool_env()).returncode == 0
+
+    def files(folder: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+                if p.is_file() and not str(p.relative_to(folder)).startswith("data/")}
+
+    assert files(crashed) == files(reference)
+    assert not [p for p in crashed.rglob("*") if ".tmp-" in p.name]

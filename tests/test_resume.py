@@ -1,9 +1,11 @@
-"""The kill test: `repro finetune` SIGKILLed at random moments, restarted until it finishes, must end with exactly
-the files of an uninterrupted run (CPU, deterministic mode) and leave no state or temp file behind."""
+"""The kill tests: `repro finetune` SIGKILLed at every failpoint it passes (repro.failpoints), or at random moments,
+and restarted until it finishes, must end with exactly the files of an uninterrupted run (CPU, deterministic mode)
+and leave no state or temp file behind. No assertion depends on how fast the machine is (docs/testing.md)."""
 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import os
 import random
@@ -19,6 +21,7 @@ import torch
 import yaml
 
 from conftest import ROOT, run, tool_env
+from repro import failpoints
 
 MODEL = "timm/test_efficientnet.r160_in1k"
 # Timing and provenance differ between any two runs; everything else must be identical.
@@ -77,51 +80,113 @@ def leftovers(folder: Path) -> list[str]:
                   if ".tmp-" in p.name or p.name.endswith(".state") or "/.state" in str(p))
 
 
-@pytest.mark.slow  # about 1-5 minutes: seven processes on a shared CPU
-def test_sigkill_at_random_moments_then_resume_gives_identical_results(tmp_path):
-    root = tiny_study(tmp_path / "study", {"train": 160, "val": 40, "test": 40})
+def points_passed(log: Path) -> list[str]:
+    """The failpoints a run passed, in order, from its REPRO_FAILPOINT_LOG file (`pid point` lines)."""
+    return [line.split(" ", 1)[1] for line in log.read_text().splitlines()]
+
+
+def killed(args: list[str], root: Path, env: dict, spec: str) -> subprocess.CompletedProcess:
+    """Run `args` with REPRO_FAILPOINT=spec; it must die of the SIGKILL at that point (not finish, not fail)."""
+    done = subprocess.run(args, cwd=root, env={**env, failpoints.VARIABLE: spec}, capture_output=True, text=True)
+    assert done.returncode == -signal.SIGKILL, f"{spec}: exit {done.returncode}, not killed\n{done.stderr[-2000:]}"
+    return done
+
+
+def uncovered(points: list[str], specs: list[str]) -> set[str]:
+    """The points of a run that no spec's pattern kills at (matched as failpoints.hit matches them)."""
+    return {p for p in points
+            if not any(fnmatch.fnmatchcase(p, s.split(":")[0]) or fnmatch.fnmatchcase(p.split("/")[0], s.split(":")[0])
+                       for s in specs)}
+
+
+# One kill at each point `repro finetune` passes, in an order that also exercises resuming from each kind of saved
+# state: a half-built and a built-but-unrenamed image cache, nothing saved yet, a lost best-weights file, a lost
+# progress file (so the run resumes from the epoch before), a kill in the second config, each file of the run folder
+# and the moment between the finished run folder and the removal of its state. Counts are per process.
+CHAIN = [
+    "cache.after_image:60",
+    "cache.before_rename:1",
+    "train.after_batch:2",
+    "atomic_write/best-*:1",
+    "atomic_write/progress.pt:2",
+    "train.after_batch:4",
+    "atomic_write/progress.pt:3",
+    "train.after_batch:5",
+    "atomic_write/predictions.csv:1",
+    "atomic_write/model.safetensors:1",
+    "atomic_write/run.json:1",
+    "study.after_run_written:1",
+]
+
+
+def test_killed_at_every_failpoint_then_resumed_gives_the_uninterrupted_result(tmp_path):
+    """SIGKILL at each failpoint in turn (repro.failpoints), each run resuming the last one's state; the files at the
+    end equal an uninterrupted run's. Deterministic: the kills land where they are named, on any machine."""
+    root = tiny_study(tmp_path / "study", {"train": 96, "val": 40, "test": 40})  # 3 batches of 32 an epoch
     env = single_thread_env()
+    log = tmp_path / "points.log"
     reference = root / "out/reference"
-    done = subprocess.run(finetune_args(reference), cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(finetune_args(reference), cwd=root, env={**env, failpoints.LOG_VARIABLE: str(log)},
+                          capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+    passed = points_passed(log)
+    # every kind of point this run passes has a kill below: a new write or stage without one fails here
+    assert {p.split("/")[0] for p in passed} >= {"cache.after_image", "cache.before_rename", "train.after_batch",
+                                                  "atomic_write", "study.after_run_written"}
+    assert uncovered(passed, CHAIN) == set()
+    shutil.rmtree(root / "data/cache")  # so that the killed runs build the cache again
 
     target = root / "out/killed"
     state = target.with_name("killed.state")
-    rng = random.Random(1234)
-    kills, mid_run, finished = 0, 0, False
-    while kills < 5 and not finished:
-        started = time.monotonic()
-        proc = subprocess.Popen(finetune_args(target), cwd=root, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        if kills == 0:  # once at a moment drawn from the whole run, start-up and data loading included
-            time.sleep(rng.uniform(0, 8))
-        else:  # then at a moment after this process saved its first epoch, so that training is under way
-            progress = state / "progress.pt"
-            before = progress.stat().st_mtime if progress.exists() else 0
-            while proc.poll() is None and time.monotonic() - started < 120:
-                if progress.exists() and progress.stat().st_mtime > before:
-                    break
-                time.sleep(0.02)
-            time.sleep(rng.uniform(0, 1.5))
-        if proc.poll() is None:
-            mid_run += (state / "progress.pt").exists()
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-            kills += 1
-        else:
-            finished = True
-    assert mid_run >= 2, f"only {mid_run} kills landed while training was under way"
-    final = subprocess.run(finetune_args(target), cwd=root, env=env, capture_output=True, text=True, timeout=600)
-    assert final.returncode == 0, final.stderr
-    assert "done" in final.stdout or "skipped" in final.stdout
+    log.unlink()
+    for spec in CHAIN:
+        killed(finetune_args(target), root, {**env, failpoints.LOG_VARIABLE: str(log)}, spec)
+        # the kill landed at the named point, after work (not at start-up): that point was the last one passed
+        last = points_passed(log)[-1]
+        assert fnmatch.fnmatchcase(last, spec.split(":")[0]) or fnmatch.fnmatchcase(last.split("/")[0],
+                                                                                      spec.split(":")[0]), (spec, last)
+        log.unlink()
+    assert (target / "run.json").is_file() and state.is_dir()  # the last kill: run folder written, state not removed
+    final = subprocess.run(finetune_args(target), cwd=root, env=env, capture_output=True, text=True)
+    assert final.returncode == 0 and "skipped" in final.stdout, final.stdout + final.stderr
 
     assert comparable(target) == comparable(reference)
     record = json.loads((target / "run.json").read_text())
     assert len(record["configs"]) == 2 and all(len(c["curve"]) == 3 for c in record["configs"])
-    assert leftovers(root / "out") == []
-    assert not state.exists()
+    assert record["resumed_from"] == {"config": 2, "epoch": 0}  # the last writer resumed a finished grid
+    assert leftovers(root / "out") == [] and not state.exists()
+    assert [p.name for p in (root / "data/cache").iterdir() if p.name.startswith(".")] == []  # no half-built cache
 
-    again = subprocess.run(finetune_args(target), cwd=root, env=env, capture_output=True, text=True, timeout=600)
+
+def test_a_kill_at_a_random_moment_never_changes_the_result(tmp_path):
+    """Kills at moments drawn over the run's own duration (start-up, cache, training, writing): whether a kill
+    lands mid-run or the run finishes first depends on the machine, so nothing here asserts which happened; only
+    that each attempt either died of the kill or finished, and that the end result equals the uninterrupted one."""
+    root = tiny_study(tmp_path / "study", {"train": 96, "val": 40, "test": 40})
+    env = single_thread_env()
+    reference = root / "out/reference"
+    started = time.monotonic()
+    done = subprocess.run(finetune_args(reference), cwd=root, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    duration = time.monotonic() - started  # used to draw moments, never asserted on
+    shutil.rmtree(root / "data/cache")
+    target = root / "out/killed"
+    rng = random.Random(1234)
+    outcomes = []
+    for _ in range(3):
+        proc = subprocess.Popen(finetune_args(target), cwd=root, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            proc.wait(timeout=rng.uniform(0, duration))
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+        outcomes.append(proc.wait())
+    assert all(code in (0, -signal.SIGKILL) for code in outcomes), outcomes
+    final = subprocess.run(finetune_args(target), cwd=root, env=env, capture_output=True, text=True)
+    assert final.returncode == 0 and ("done" in final.stdout or "skipped" in final.stdout), final.stderr
+    assert comparable(target) == comparable(reference)
+    assert leftovers(root / "out") == []
+    again = subprocess.run(finetune_args(target), cwd=root, env=env, capture_output=True, text=True)
     assert again.returncode == 0 and "skipped" in again.stdout  # a finished run is not retrained
 
 
@@ -195,9 +260,11 @@ def kill_tree(pid: int) -> None:
 
 @pytest.mark.slow  # about 2-4 minutes: torchrun starts two processes per attempt
 def test_a_ddp_run_killed_as_a_whole_resumes_to_the_uninterrupted_ddp_result(tmp_path):
-    """`repro finetune --ddp 2` (two gloo processes under torchrun), its whole process group SIGKILLed twice after
-    a saved epoch, then run to the end: the files equal those of an uninterrupted `--ddp 2` run."""
-    root = tiny_study(tmp_path / "study", {"train": 640, "val": 40, "test": 40})  # epochs of about a second
+    """`repro finetune --ddp 2` (two gloo processes under torchrun) loses its whole node twice at named failpoints
+    (a rank SIGKILLs torchrun, the other rank and itself: `kill=node`), once in rank 1 mid-epoch and once in rank 0
+    between the temp file and the rename of a progress save, then runs to the end: the files equal those of an
+    uninterrupted `--ddp 2` run. Deterministic: the kills land where they are named, on any machine."""
+    root = tiny_study(tmp_path / "study", {"train": 640, "val": 40, "test": 40})
     env = single_thread_env()
     reference = root / "out/reference"
     done = subprocess.run(finetune_args(reference) + ["--ddp", "2"], cwd=root, env=env, capture_output=True,
@@ -206,24 +273,14 @@ def test_a_ddp_run_killed_as_a_whole_resumes_to_the_uninterrupted_ddp_result(tmp
     assert json.loads((reference / "run.json").read_text())["config"]["ddp_world_size"] == 2
 
     target = root / "out/killed"
-    progress = target.with_name("killed.state") / "progress.pt"
-    rng = random.Random(99)
-    kills = 0
-    for _ in range(2):
-        before = progress.stat().st_mtime if progress.exists() else 0
-        proc = subprocess.Popen(finetune_args(target) + ["--ddp", "2"], cwd=root, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        started = time.monotonic()
-        while proc.poll() is None and time.monotonic() - started < 300:
-            if progress.exists() and progress.stat().st_mtime > before:
-                break
-            time.sleep(0.02)
-        time.sleep(rng.uniform(0, 0.3))
-        if proc.poll() is None:
-            kill_tree(proc.pid)  # torchrun and both ranks, as a lost node
-            proc.wait()
-            kills += 1
-    assert kills == 2
+    log = tmp_path / "points.log"
+    for spec in ("train.after_batch:7,rank=1,kill=node", "atomic_write/progress.pt:2,rank=0,kill=node"):
+        done = subprocess.run(finetune_args(target) + ["--ddp", "2"], cwd=root, timeout=600, capture_output=True,
+                              text=True, env={**env, failpoints.VARIABLE: spec, failpoints.LOG_VARIABLE: str(log)})
+        assert done.returncode != 0, f"{spec}: the run finished instead of losing its node"
+        point = spec.split(":")[0]
+        assert point in {line.split(" ", 1)[1] for line in log.read_text().splitlines()}, spec
+        log.unlink()
     final = subprocess.run(finetune_args(target) + ["--ddp", "2"], cwd=root, env=env, capture_output=True,
                            text=True, timeout=600)
     assert final.returncode == 0, final.stdout + final.stderr

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
+from repro import failpoints
 from repro.errors import ReproError
 
 CHUNK = 1 << 20
@@ -288,6 +289,7 @@ def _transfer(response: _Response, url: str, dest: Path, part: Path, fd: int, ha
                     f"more than the {max_bytes}-byte limit"
                 raise ReproError(f"download of {url}: {what}; refused, nothing kept")
             _write_all(fd, block)
+            failpoints.hit("download.after_block")
             digest.update(block)
             if on_progress is not None:
                 on_progress(len(block), expected_total)

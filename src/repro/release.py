@@ -30,12 +30,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from repro import failpoints
 from repro.download import sha256_file
 from repro.errors import ReproError, UsageError
 from repro.evaluate import (SAFETENSORS, ManifestEntry, Preprocessing, build_checked, preprocessing_as_dict,
                             render_manifest)
 from repro.results import PREDICTIONS_FILE, RUN_FILE, WEIGHTS_FILE, read_run
-from repro.splits import atomic_write
+from repro.splits import atomic_write, remove_abandoned_temps
 
 NEAR_TIE = 1e-3  # probability margin; see the module docstring
 METADATA_KEY = "repro"
@@ -162,6 +163,7 @@ def export(ref: RunRef, target: Path, *, base_url: str | None = None, manifest_d
     data = save({k: v.contiguous() for k, v in state.items()},
                 metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
     target = Path(target)
+    remove_abandoned_temps(target.parent)  # a killed release's temp file beside it
     if not (target.is_file() and target.read_bytes() == data):
         atomic_write(target, data)
     # relative to the manifest's folder, so a clone verifies the files wherever it lives
@@ -188,8 +190,10 @@ def release(refs: Sequence[RunRef], checkpoints_dir: Path, manifest: Path, *, ba
         entry = export(ref, released_path(checkpoints_dir, *_identity(ref)), base_url=base_url,
                        manifest_dir=Path(manifest).parent, tolerance=tolerance)
         entries.append(entry)
+        failpoints.hit("release.after_export")
         if on_done is not None:
             on_done(entry)
+    remove_abandoned_temps(Path(manifest).parent)
     atomic_write(manifest, render_manifest(entries))
     return entries
 
@@ -256,6 +260,7 @@ def write_archive(entries: Sequence[ManifestEntry], manifest: Path, target: Path
             raise ReproError(f"{entry.key}: archive member {member!r} is taken twice")
         members[member] = entry
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_temps(target.parent)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:
@@ -274,6 +279,7 @@ def write_archive(entries: Sequence[ManifestEntry], manifest: Path, target: Path
                 info.create_system = 3  # unix, whatever the building machine: the attributes below mean the same
                 info.external_attr = ARCHIVE_MODE << 16
                 archive.writestr(info, data)
+        failpoints.hit("release.archive_before_rename")
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

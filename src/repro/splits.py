@@ -14,6 +14,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from repro import failpoints
 from repro.errors import ReproError
 
 SplitRow = tuple[str, str, str]  # id, label, split
@@ -61,9 +62,38 @@ def atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         tmp.write_bytes(data)
+        failpoints.hit("atomic_write", path.name)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def remove_abandoned_temps(folder: Path) -> None:
+    """Delete what a killed writer left in `folder`: temp files and folders named `.NAME.tmp-PID` (atomic_write's,
+    the release zip's, the image cache's) whose process PID is gone. A live writer's temp is left alone."""
+    import shutil
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for path in folder.glob(".*.tmp-*"):
+        pid = path.name.rsplit(".tmp-", 1)[1]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def read_pins(pins_path: Path) -> dict[str, str]:

@@ -270,7 +270,7 @@ def finetune_to_dir(model: str, dataset: str, fp: FinetuneParams, data_dir: Path
     import shutil
     import time
 
-    from repro import ddp
+    from repro import ddp, failpoints
     from repro.results import provenance, write_run
     from repro.splits import atomic_write
     from repro.train import cleanup_temp_files
@@ -297,5 +297,6 @@ def finetune_to_dir(model: str, dataset: str, fp: FinetuneParams, data_dir: Path
     for name, data in output.extra_files.items():
         atomic_write(run_dir / name, data)
     write_run(run_dir, record, output.predictions, output.state_dict)
+    failpoints.hit("study.after_run_written")
     shutil.rmtree(state_dir, ignore_errors=True)
     return "done", record

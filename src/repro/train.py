@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from repro import failpoints
 from repro.ddp import SINGLE, Dist
 from repro.errors import ReproError
 from repro.splits import atomic_write
@@ -385,6 +386,7 @@ def train_config(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            failpoints.hit("train.after_batch")
             total += batch_loss
             count += batch_images
         result.train_seconds += time.perf_counter() - started

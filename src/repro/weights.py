@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from repro import failpoints, jsonfile
 from repro.download import _is_loopback, check_url, follow_redirect, sha256_file  # one URL rule and one hash for every download
-from repro import jsonfile
 from repro.errors import ReproError
+from repro.splits import remove_abandoned_temps
 
 if TYPE_CHECKING:
     import torch
@@ -297,14 +298,17 @@ def _download(url: str, folder: Path, file: str, on_progress: Progress | None):
     """Stream `url` into a temporary file in `folder`; returns (temp path, sha256, size, hop headers)."""
     response, total, headers = _open(url)
     folder.mkdir(parents=True, exist_ok=True)
-    # in the target folder, so the final rename is atomic (same file system); dot-named so nothing mistakes it
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{file}.", suffix=".part", dir=folder)
+    # in the target folder, so the final rename is atomic (same file system); dot-named so nothing mistakes it,
+    # and ending in .tmp-PID so that the next fetch deletes it if this process is killed (remove_abandoned_temps)
+    remove_abandoned_temps(folder)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{file}.part.", suffix=f".tmp-{os.getpid()}", dir=folder)
     tmp = Path(tmp_name)
     digest, size, done = hashlib.sha256(), 0, False
     try:
         with response, os.fdopen(fd, "wb") as out:
             while block := response.read(CHUNK):
                 out.write(block)
+                failpoints.hit("weights.after_block")
                 digest.update(block)
                 size += len(block)
                 if on_progress is not None:

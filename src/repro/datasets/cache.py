@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from repro import failpoints
 from repro.errors import ReproError
 
 if TYPE_CHECKING:
@@ -152,12 +153,14 @@ def build(folder: Path, root: Path, ids: Sequence[str], paths: Sequence[tuple[st
                 content.update(data)
                 index[i] = (offset, pixels.shape[0], pixels.shape[1])
                 offset += len(data)
+                failpoints.hit("cache.after_image")
                 if progress is not None:
                     progress(i + 1, len(ids))
         np.save(tmp / INDEX, index)
         meta = {"version": VERSION, "size": size, "channel_order": channel_order, "root": str(root),
                 "images": len(ids), "bytes": offset, "pixels_sha256": content.hexdigest(), "ids": list(ids)}
         (tmp / META).write_text(json.dumps(meta))
+        failpoints.hit("cache.before_rename")
         try:
             tmp.rename(folder)
         except OSError:
@@ -170,7 +173,10 @@ def build(folder: Path, root: Path, ids: Sequence[str], paths: Sequence[tuple[st
 def open_or_build(cache_root: Path, root: Path, ids: Sequence[str], paths: Sequence[tuple[str, ...]], size: int,
                   channel_order: str, *, progress: Callable[[int, int], None] | None = None) -> ImageCache:
     """The cache of these images at this size and channel order, built first if there is none."""
+    from repro.splits import remove_abandoned_temps
+
     folder = Path(cache_root) / cache_key(root, paths, ids, size, channel_order)
     if not (folder / META).is_file():
+        remove_abandoned_temps(Path(cache_root))  # half-built caches of killed runs (they can be gigabytes)
         build(folder, root, ids, paths, size, channel_order, progress=progress)
     return ImageCache(folder)
