@@ -37,7 +37,7 @@ from repro.errors import ReproError
 if TYPE_CHECKING:
     import torch
 
-    from repro.models import ModelSpec
+    from repro.specs import ModelSpec
 
 SAFE_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin")
