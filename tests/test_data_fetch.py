@@ -17,7 +17,7 @@ import raw_fixtures as fx
 from conftest import BIN, run
 from repro.datasets import fetch as fetcher
 from repro.datasets.fetch import Part, fetch, unpack
-from repro.datasets.raw import verify_dataset
+from repro.datasets.verify import verify_dataset
 from repro.errors import ReproError
 from test_rules import APTOS_LABELS
 

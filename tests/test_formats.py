@@ -8,7 +8,7 @@ import pytest
 import raw_fixtures as fx
 from conftest import BIN, ROOT, run
 from repro.datasets import cct20, eurosat, hpa, melanoma
-from repro.datasets.raw import verify_dataset
+from repro.datasets.verify import verify_dataset
 from repro.errors import ReproError
 from repro.splits import read_pins, read_split
 from repro.study import prepare

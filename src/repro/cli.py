@@ -91,7 +91,8 @@ def data_verify(
     counts: CountsOpt = True,
 ) -> None:
     """Check a local copy of a dataset in its published layout; list every problem (exit 1 if any)."""
-    from repro.datasets.raw import raise_problems, verify_dataset
+    from repro.datasets.raw import raise_problems
+    from repro.datasets.verify import verify_dataset
 
     _register_own()
     raw_dir = raw or layout.RAW / name
@@ -116,7 +117,7 @@ def data_fetch(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from repro.datasets import fetch as fetcher
-    from repro.datasets.raw import verify_dataset
+    from repro.datasets.verify import verify_dataset
     from repro.download import rich_progress_factory
 
     names = list(fetcher.SOURCES) if name == "all" else [name]

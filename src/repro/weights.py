@@ -38,7 +38,7 @@ from repro.splits import remove_abandoned_temps
 if TYPE_CHECKING:
     import torch
 
-    from repro.models import ModelSpec
+    from repro.specs import ModelSpec
 
 SAFE_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin")

@@ -125,7 +125,7 @@ def build(folder: Path, root: Path, ids: Sequence[str], paths: Sequence[tuple[st
     """Decode, resize and store every image into `folder` (atomically: temp folder + rename)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from repro.datasets.loaders import read_image
+    from repro.datasets.images import read_image
 
     folder = Path(folder)
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")

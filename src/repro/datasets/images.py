@@ -11,11 +11,16 @@ Used by the training loaders, `repro data verify|prepare` and own data; exercise
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from repro.errors import ReproError
+
+if TYPE_CHECKING:
+    import torch
 
 # 100 megapixels: the largest images of the study (APTOS fundus photos) are about 7 MP; PIL's own warning level is
 # 89 MP and it refuses only above twice that.
@@ -92,3 +97,34 @@ def walk_images(top: Path) -> list[Path]:
         listed.append((folder, [f for f in files if f.lower().endswith(EXTENSIONS)
                                 and Path(folder, f).resolve().is_relative_to(inside)]))
     return [Path(folder, file) for folder, files in sorted(listed) for file in sorted(files)]
+
+
+def read_image(root: Path, paths: Sequence[str], channel_order: str = "rgb", image_id: str = "") -> np.ndarray:
+    """uint8 (H, W, 3) pixels of one id (see the module docstring); a ReproError names the file that fails."""
+    where = f" (id {image_id})" if image_id else ""
+    planes = []
+    for relative in paths if len(paths) == 1 else paths[:3]:  # HPA: red, green, blue files, in that order
+        path = Path(root) / relative
+        if not path.is_file():
+            raise ReproError(f"{path}{where}: missing image; run `repro data verify` on {root}")
+        try:
+            planes.append(decode(path, "RGB" if len(paths) == 1 else "L"))
+        except ReproError as exc:  # name the id as well as the file
+            raise ReproError(str(exc).replace(f"{path}:", f"{path}{where}:", 1)) from None
+    if len(planes) == 1:
+        pixels = planes[0]
+    else:
+        if len({p.shape for p in planes}) != 1:
+            raise ReproError(f"{Path(root) / paths[0]}{where}: channel images differ in size "
+                             f"({', '.join(str(p.shape) for p in planes)})")
+        pixels = np.stack(planes, axis=2)
+    if channel_order == "bgr":
+        pixels = pixels[:, :, ::-1]
+    pixels = np.ascontiguousarray(pixels)
+    return pixels if pixels.flags.writeable else pixels.copy()  # PIL's arrays are read-only views
+
+
+def to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).contiguous()

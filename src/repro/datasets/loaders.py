@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from repro.datasets import DatasetSpec
+from repro.datasets.images import read_image, to_tensor  # noqa: F401 - the loaders read every image through these
 from repro.errors import ReproError
 
 if TYPE_CHECKING:
@@ -81,39 +82,6 @@ def image_source(spec: DatasetSpec, data_dir: Path, split_ids: Sequence[str]) ->
         labels = dict(read_labels(data_dir))
         return Source(data_dir, {i: (i,) for i in labels}, labels)
     return Source(data_dir, {i: (i,) for i in split_ids}, None)
-
-
-def read_image(root: Path, paths: Sequence[str], channel_order: str = "rgb", image_id: str = "") -> np.ndarray:
-    """uint8 (H, W, 3) pixels of one id (see the module docstring); a ReproError names the file that fails."""
-    from repro.datasets import images
-
-    where = f" (id {image_id})" if image_id else ""
-    planes = []
-    for relative in paths if len(paths) == 1 else paths[:3]:  # HPA: red, green, blue files, in that order
-        path = Path(root) / relative
-        if not path.is_file():
-            raise ReproError(f"{path}{where}: missing image; run `repro data verify` on {root}")
-        try:
-            planes.append(images.decode(path, "RGB" if len(paths) == 1 else "L"))
-        except ReproError as exc:  # name the id as well as the file
-            raise ReproError(str(exc).replace(f"{path}:", f"{path}{where}:", 1)) from None
-    if len(planes) == 1:
-        pixels = planes[0]
-    else:
-        if len({p.shape for p in planes}) != 1:
-            raise ReproError(f"{Path(root) / paths[0]}{where}: channel images differ in size "
-                             f"({', '.join(str(p.shape) for p in planes)})")
-        pixels = np.stack(planes, axis=2)
-    if channel_order == "bgr":
-        pixels = pixels[:, :, ::-1]
-    pixels = np.ascontiguousarray(pixels)
-    return pixels if pixels.flags.writeable else pixels.copy()  # PIL's arrays are read-only views
-
-
-def to_tensor(pixels: np.ndarray) -> torch.Tensor:
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).contiguous()
 
 
 class ImageFileDataset:

@@ -134,30 +134,6 @@ def format_module(name: str):
     return importlib.import_module(f"repro.datasets.{spec.raw_format}")
 
 
-def verify_dataset(name: str, raw_dir: Path, *, decode: bool = True, counts: bool = True) -> list[str]:
-    """Every problem of the raw copy of dataset `name` (empty when all is well)."""
-    from repro.datasets import DATASETS
-
-    raw_dir = Path(raw_dir)
-    if DATASETS[name].root:  # a user's own data: its recorded folder or CSV
-        from repro.datasets import own
-
-        kind, source = own.parse_source(DATASETS[name].source)
-        found = own.scan(kind, source, decode=decode)
-        return found.problems + [problem for _, problem in found.skippable]
-    if DATASETS[name].embedded:
-        from repro.datasets import embedded
-
-        try:
-            embedded.verified_digits(raw_dir)
-        except ReproError as error:
-            return [str(error)]
-        return []
-    if not raw_dir.is_dir():
-        return [f"{raw_dir}: missing raw directory; {DATASETS[name].fetch_hint}"]
-    return format_module(name).verify(raw_dir, decode=decode, counts=counts)
-
-
 def split_rows(name: str, raw_dir: Path, *, counts: bool = True) -> list[tuple[str, str, str]]:
     """(id, label, split) in the loader's file order, by the authors' rule; refuses raw data with any problem
     (images are checked for presence, not decoded: `repro data verify NAME` decodes them)."""
