@@ -215,6 +215,13 @@ def test_manifest_problems_are_one_line_naming_the_entry(tmp_path, released):
     manifest.write_text(yaml.safe_dump(document))
     with pytest.raises(ReproError, match="checkpoint 1: missing field 'tolerance_reason'"):
         read_manifest(manifest)
+    document["checkpoints"][0]["urls"] = ["https://example.org/x.safetensors"]
+    document["checkpoints"][0]["sha256"] = "0" * 64
+    document["checkpoints"][0]["tolerance_reason"] = "why"
+    document["checkpoints"][0]["tolerance"] = 1.5
+    manifest.write_text(yaml.safe_dump(document))
+    with pytest.raises(ReproError, match=r"tolerance 1.5 is wider than the range of accuracy \(1\)"):
+        read_manifest(manifest)
     entry = read_manifest(released[0] / "paper" / "checkpoints.yaml")[0]
     with pytest.raises(ReproError, match="refused URL 'http://example.org/x.safetensors'"):
         evaluate.manifest_sources(replace(entry, urls=("http://example.org/x.safetensors",)), manifest)

@@ -121,9 +121,17 @@ def _entry_from(raw: dict, where: str) -> ManifestEntry:
         problems.append("no urls")
     if not math.isfinite(entry.tolerance) or entry.tolerance < 0 or not entry.tolerance_reason.strip():
         problems.append("tolerance must be a finite number >= 0 with a tolerance_reason")
+    elif entry.tolerance > METRIC_SPAN.get(entry.metric, 1.0):
+        # a tolerance wider than everything the metric can take would pass any checkpoint
+        problems.append(f"tolerance {entry.tolerance} is wider than the range of {entry.metric} "
+                        f"({METRIC_SPAN.get(entry.metric, 1.0):g})")
     if problems:
         raise ReproError(f"{where}: {'; '.join(problems)}")
     return entry
+
+
+# Width of each metric's range (repro.metrics): fractions in [0, 1]; quadratic kappa in [-1, 1].
+METRIC_SPAN = {"accuracy": 1.0, "roc_auc": 1.0, "macro_f1": 1.0, "quadratic_kappa": 2.0}
 
 
 def read_manifest(path: Path) -> list[ManifestEntry]:
