@@ -24,7 +24,7 @@ def tool_env() -> dict[str, str]:
             "COLUMNS": "250"}
 
 
-def run(args: list[str], cwd: Path, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+def run(args: list[str], cwd: Path, check: bool = True, timeout: float | None = 900) -> subprocess.CompletedProcess:
     done = subprocess.run(args, cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=timeout)
     if check and done.returncode != 0:
         raise AssertionError(f"{args} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
@@ -55,7 +55,9 @@ def copy_checkout(dest: Path) -> Path:
 def smoke_study(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """A copy of the repository after `dvc repro` of the default (smoke) study."""
     root = copy_checkout(tmp_path_factory.mktemp("study"))
-    return root, run([str(BIN / "dvc"), "repro"], root)
+    # no timeout: on a loaded 2-core machine this takes over 15 minutes (measured: the old 900 s limit expired), and
+    # a test must not fail because the machine is slow
+    return root, run([str(BIN / "dvc"), "repro"], root, timeout=None)
 
 
 @pytest.fixture
