@@ -76,7 +76,10 @@ def test_smoke_measures_what_each_part_promises(smoke):
     for run_ in ("ours_bf16", "authors_fp32", "ours_fp32"):
         assert tp[run_]["img_s"] > 0 and tp[run_]["timed_images"] == 16  # the second epoch, the first untimed
         assert tp[run_]["peak_gib"] is None  # no CUDA memory on a CPU
-        assert tp[run_]["gpu_util"]["mean_pct"] == 37.0 and tp[run_]["gpu_util"]["samples"] > 0
+        # whether a 200 ms sample falls inside a tiny timed epoch depends on the machine's speed: only what was
+        # sampled is checked here; the window arithmetic is tested on its own below
+        util = tp[run_]["gpu_util"]
+        assert util["mean_pct"] == (37.0 if util["samples"] else None)
     assert tp["ratio_ours_bf16_vs_authors"] == round(tp["ours_bf16"]["img_s"] / tp["authors_fp32"]["img_s"], 2)
     assert tp["authors_fp32"]["decoder"].startswith(("OpenCV", "PIL"))
     assert tp["eval_img_s"]["bf16"] > 0 and tp["eval_img_s"]["off"] > 0
@@ -276,3 +279,16 @@ def test_plan_on_a_device_kind_without_rows_says_so_in_one_line(tmp_path):
     assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1
     assert "no throughput measured on device kind 'cuda-h200' (measured: cpu)" in done.stderr
     assert "benchmarks/gpu_check.py" in done.stderr
+
+
+def test_the_utilisation_sampler_averages_the_samples_inside_the_window(monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check_module", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # its dataclasses look their module up while it runs
+    spec.loader.exec_module(module)
+    sampler = module.UtilSampler()
+    sampler.samples = [(1.0, 10.0), (2.0, 30.0), (3.0, 50.0), (9.0, 90.0)]
+    assert sampler.mean_between(1.5, 3.0) == {"mean_pct": 40.0, "min_pct": 30.0, "samples": 2}
+    assert sampler.mean_between(4.0, 5.0)["mean_pct"] is None
