@@ -44,8 +44,8 @@ def make_run(run_dir: Path, model: str, prepared: Path, split: Path, *, seed: in
     ids, targets = data.ids, data.targets
     scores = predict_scores(net, data.dataset, multilabel=False)
     record = {
-        "model": model, "model_display": get_spec(model).display, "imagenet_top1": get_spec(model).top1,
-        "pretrained": False, "dataset": "digits", "metric": "accuracy", "select_split": "val",
+        "model": model, "model_display": get_spec(model).display, "imagenet_top1": None,
+        "init": "random", "weights": None, "pretrained": False, "dataset": "digits", "metric": "accuracy", "select_split": "val",
         "report_split": "test", "status": "ok", "value": METRICS["accuracy"](targets, scores),
         "select_value": 0.0, "chosen": {"lr": 0.01, "wd": 0.0, "epoch": 1}, "configs": [],
         "config": {"image_size": 32, "mean": list(mean), "std": list(std)}, "device": "cpu",

@@ -41,7 +41,7 @@ def summary(slopes: dict[str, float], n=10) -> pd.DataFrame:
     for dataset, slope in slopes.items():
         for i, t in enumerate(top1):
             value = 0.5 + slope * (t - 70) / 100 if t >= 70 else 0.5 + 2 * slope * (t - 70) / 100
-            rows.append({"model": f"m{i}", "model_display": f"M{i}", "imagenet_top1": t, "dataset": dataset,
+            rows.append({"model": f"m{i}", "model_display": f"M{i}", "imagenet_top1": t, "init": "imagenet", "dataset": dataset,
                          "metric": "accuracy", "value": value, "status": "ok"})
     return pd.DataFrame(rows)
 
@@ -76,7 +76,7 @@ def test_results_like_the_papers_pass_and_others_fail():
     result = verdicts(table)
     assert {k: v["verdict"] for k, v in result.items()} == {
         "C1": "pass", "C2": "pass", "C3": "pass", "C4": "pass", "C5": "pass", "C6": "not evaluated",
-        "R1": NEEDS_SMOKE, "R2": NEEDS_SMOKE, "R3": NEEDS_SMOKE}
+        "E1": NEEDS_SMOKE, "E2": NEEDS_SMOKE, "R1": NEEDS_SMOKE, "R2": NEEDS_SMOKE}
     steep = verdicts(summary({**PAPER_SLOPES, "eurosat": 0.08, "hpa": 0.40}, n=19))
     assert steep["C4"]["verdict"] == "fail" and steep["C5"]["verdict"] == "fail"
     assert "eurosat 0.080" in steep["C4"]["ours"]
@@ -125,7 +125,7 @@ def test_fits_on_logit_axes_recover_a_logit_line_and_draw_it_back_in_fractions()
 
     top1 = np.linspace(56.5, 83.4, 10)
     value = expit(0.5 * logit(top1 / 100) + 1.0)  # a straight line on logit axes, curved on linear ones
-    table = pd.DataFrame({"model": [f"m{i}" for i in range(10)], "imagenet_top1": top1, "dataset": "a",
+    table = pd.DataFrame({"model": [f"m{i}" for i in range(10)], "imagenet_top1": top1, "init": "imagenet", "dataset": "a",
                           "metric": "accuracy", "value": value, "status": "ok"})
     doc = dataset_slopes(table, 70, 100, 0, 0.9, scale="logit")
     fit = doc["datasets"]["a"]["all"]
@@ -168,7 +168,8 @@ def test_bootstrap_equals_scipys_percentile_bootstrap(level):
 def test_noisy_synthetic_slopes_are_recovered_within_their_interval(true_slope):
     rng = np.random.default_rng(11)
     top1 = np.sort(rng.uniform(56.5, 83.4, 19))
-    rows = [{"model": f"m{i}", "model_display": f"M{i}", "imagenet_top1": t, "dataset": "d", "metric": "accuracy",
+    rows = [{"model": f"m{i}", "model_display": f"M{i}", "imagenet_top1": t, "init": "imagenet", "dataset": "d",
+             "metric": "accuracy",
              "value": 0.6 + true_slope * (t / 100 - 0.7) + rng.normal(0, 0.002), "status": "ok"}
             for i, t in enumerate(top1)]
     fit = dataset_slopes(pd.DataFrame(rows), 70, 2000, 0, 0.95)["datasets"]["d"]["above_threshold"]
@@ -248,25 +249,34 @@ def test_other_metrics_get_a_seeded_bootstrap_over_examples_that_covers_the_valu
     assert ci != metric_interval(metric, targets, scores, resamples=300, seed=3, level=0.95)
 
 
+EMBEDDED_TOP1 = {"torchvision/mobilenet_v2.IMAGENET1K_V1": 71.878, "timm/tf_efficientnet_lite0.mli_in1k": 75.1,
+                 "timm/tf_efficientnet_lite1.mli_in1k": 76.7, "timm/tf_efficientnet_lite2.mli_in1k": 77.6,
+                 "torchvision/mobilenet_v2.scratch": None}
+
+
 def _smoke_table(values: dict[str, float]) -> pd.DataFrame:
-    top1 = {"torchvision/squeezenet1_1.IMAGENET1K_V1": 58.178, "torchvision/shufflenet_v2_x0_5.IMAGENET1K_V1": 60.552,
-            "torchvision/shufflenet_v2_x1_0.IMAGENET1K_V1": 69.362, "timm/deit_tiny_patch16_224.fb_in1k": 72.17,
-            "timm/efficientnet_b0.ra_in1k": 77.7}
-    return pd.DataFrame([{"model": m, "model_display": m.split("/")[1][:8], "imagenet_top1": top1[m],
-                          "dataset": "digits", "metric": "accuracy", "value": v, "status": "ok",
-                          "value_low": v - 0.04, "value_high": v + 0.04} for m, v in values.items()])
+    return pd.DataFrame([{"model": m, "model_display": m.split("/")[1][:8], "imagenet_top1": EMBEDDED_TOP1[m],
+                          "init": "imagenet" if EMBEDDED_TOP1[m] else "random", "dataset": "digits",
+                          "metric": "accuracy", "value": v, "status": "ok", "value_low": v - 0.04,
+                          "value_high": v + 0.04} for m, v in values.items()])
 
 
 def test_regression_claims_pass_on_the_locked_numbers_and_fail_when_they_drift():
     locked = next(c for c in CLAIMS if c["id"] == "R1")["check"]["values"]
     result = verdicts(_smoke_table(locked), profile="smoke")
-    assert {k: result[k]["verdict"] for k in ("R1", "R2", "R3")} == {"R1": "pass", "R2": "pass", "R3": "pass"}
+    assert {k: result[k]["verdict"] for k in ("E2", "R1", "R2")} == {"E2": "pass", "R1": "pass", "R2": "pass"}
     assert "[" in result["R1"]["ours"] and result["C1"]["verdict"] == NEEDS_PAPER
-    drifted = verdicts(_smoke_table({**locked, "timm/efficientnet_b0.ra_in1k": 0.36}), profile="smoke")
-    # 0.1156 off on one model fails R1 and, two models above 70% being all of R3's fit, moves R3 by 2.09 (< 3.62)
-    assert drifted["R1"]["verdict"] == "fail" and drifted["R3"]["verdict"] == "pass"
-    far = verdicts(_smoke_table({**locked, "timm/efficientnet_b0.ra_in1k": 0.80}), profile="smoke")
-    assert far["R2"]["verdict"] == "fail" and far["R3"]["verdict"] == "fail"
+    # no lock given: the provenance claim says so; with pins, a table whose runs name no loaded file fails it
+    assert result["E1"]["verdict"] == "not evaluated" and "weights.lock.json" in result["E1"]["reason"]
+    doc = dataset_slopes(_smoke_table(locked), 70, 200, 0, 0.95)
+    e1 = next(c for c in CLAIMS if c["id"] == "E1")
+    assert evaluate_claims([e1], "smoke", _smoke_table(locked), doc, True, {m: "a" * 64 for m in locked})[0][
+        "verdict"] == "fail"
+    # 0.08 off on one model fails R1 (tolerance 0.07) and moves R2 by 0.08 * 0.0342 / 0.0019 = 1.44 (< 2.70)
+    drifted = verdicts(_smoke_table({**locked, "torchvision/mobilenet_v2.IMAGENET1K_V1": 0.8894}), profile="smoke")
+    assert drifted["R1"]["verdict"] == "fail" and drifted["R2"]["verdict"] == "pass"
+    far = verdicts(_smoke_table({**locked, "torchvision/mobilenet_v2.IMAGENET1K_V1": 0.70}), profile="smoke")
+    assert far["R2"]["verdict"] == "fail" and far["E2"]["verdict"] == "fail"  # gain 0.70 - 0.775 < 0.10
 
 
 def test_vectorized_resampled_metrics_equal_sklearn_on_each_resample():

@@ -19,7 +19,7 @@ def results(n_models: int = 10, datasets=DATASETS) -> pd.DataFrame:
     for d, name in enumerate(datasets):
         for i, t in enumerate(top1):
             value = 0.6 + 0.05 * d * (t - 70) / 100 + rng.normal(0, 0.01)
-            rows.append({"model": f"m{i}", "model_display": f"Model {i}", "imagenet_top1": t, "dataset": name,
+            rows.append({"model": f"m{i}", "model_display": f"Model {i}", "imagenet_top1": t, "init": "imagenet", "dataset": name,
                          "metric": "accuracy", "value": value, "status": "ok",
                          "value_low": value - 0.02, "value_high": value + 0.02})
     return pd.DataFrame(rows)

@@ -28,7 +28,8 @@ def paper_results(folder, slopes: dict[str, float]):
             top1 = MODELS[model].top1
             x = top1 / 100 - 0.7
             value = 0.8 + slope * x if x >= 0 else 0.8 + 3 * slope * x
-            rows.append({"model": model, "model_display": MODELS[model].display, "imagenet_top1": top1,
+            rows.append({"model": model, "model_display": MODELS[model].display, "imagenet_top1": top1, "init": "imagenet",
+                         "weights_sha256": "0" * 64,
                          "dataset": dataset, "metric": DATASETS[dataset].metric, "value": value,
                          "select_value": value, "lr": 1e-3, "wd": 0.0, "epoch": 10, "status": "ok",
                          "value_low": value - 0.01, "value_high": value + 0.01, "value_ci": "fabricated"})
@@ -52,7 +53,7 @@ def test_paper_like_results_pass_verify_strict(tmp_path):
     verdicts = {c["id"]: c["verdict"] for c in json.loads((tmp_path / "claims.json").read_text())["claims"]}
     assert [verdicts[c] for c in ("C1", "C2", "C3", "C4", "C5")] == ["pass"] * 5
     assert verdicts["C6"] == "not evaluated" and verdicts["R1"] == "not evaluated (needs the smoke profile)"
-    assert "9 claims: 5 pass, 0 fail, 4 not evaluated" in done.stdout
+    assert "10 claims: 5 pass, 0 fail, 5 not evaluated" in done.stdout
 
 
 def test_results_violating_c4_make_verify_strict_fail(tmp_path):
@@ -73,7 +74,8 @@ def slopes_and_table(tmp_path, n_models=8):
 
     rng = np.random.default_rng(0)
     top1 = np.linspace(56.5, 83.4, n_models)
-    rows = [{"model": f"m{i}", "model_display": f"Model_{i} & <b>", "imagenet_top1": t, "dataset": name,
+    rows = [{"model": f"m{i}", "model_display": f"Model_{i} & <b>", "imagenet_top1": t, "init": "imagenet",
+             "weights_sha256": f"{i:064x}", "dataset": name,
              "metric": "accuracy", "value": 0.6 + 0.1 * (t - 70) / 100 + rng.normal(0, 0.01), "select_value": 0.6,
              "lr": 1e-3, "wd": 0.0, "epoch": 3, "status": "ok", "value_low": 0.55, "value_high": 0.7,
              "value_ci": "Clopper-Pearson exact binomial over test examples"}

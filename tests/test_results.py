@@ -15,6 +15,7 @@ from conftest import ROOT
 
 def record(model="torchvision/a.X", top1=60.0, value=0.5):
     return {"model": model, "model_display": model.upper(), "imagenet_top1": top1, "dataset": "digits",
+            "init": "imagenet", "weights": {"sha256": "0" * 64},
             "metric": "accuracy", "value": value, "select_value": value, "status": "ok",
             "chosen": {"lr": 0.01, "wd": 0.0, "epoch": 2}}
 

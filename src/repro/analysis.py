@@ -279,14 +279,30 @@ def fitted_values(fit: dict, x, name: str) -> np.ndarray:
 GRID_POINTS = 60  # points along each drawn curve (band, spline)
 
 
+def imagenet_rows(table):
+    """The rows that may sit on the ImageNet axis: runs that loaded ImageNet weights (run.json `init`, checked by
+    repro.results.read_run). A random-init run has no ImageNet accuracy and is never fitted or drawn on that axis."""
+    return table[(table["init"] == "imagenet") & table["imagenet_top1"].notna()]
+
+
+def reference_rows(table, dataset: str) -> list[dict]:
+    """The random-init runs on `dataset` (the "no ImageNet pretraining" reference): drawn as a horizontal line."""
+    rows = table[(table["dataset"] == dataset) & (table["init"] == "random")]
+    return [{"model": r["model"], "model_display": r["model_display"], "value": float(r["value"]),
+             "low": None if _missing(r["value_low"]) else float(r["value_low"]),
+             "high": None if _missing(r["value_high"]) else float(r["value_high"])}
+            for r in rows.to_dict("records")]
+
+
 def dataset_slopes(summary, threshold: float, resamples: int, seed: int, level: float,
                    scale: str = "linear") -> dict:
     """Per dataset: fits over all models and over models with ImageNet top-1 >= threshold (percent), both axes on
     the `scale` scale (slopes are then in units of that scale), each with its bootstrap interval and a pointwise
     bootstrap band, and a smoothing spline through all models (Appendix B). Curves are stored in fractions."""
     table = summary[summary["status"] == "ok"]
+    on_axis = imagenet_rows(table)
     datasets = {}
-    for name, rows in table.groupby("dataset", sort=True):
+    for name, rows in on_axis.groupby("dataset", sort=True):
         top1 = rows["imagenet_top1"].to_numpy(float) / 100.0
         x = transform(top1, scale)
         y = transform(rows["value"].to_numpy(float), scale)
@@ -313,6 +329,7 @@ def dataset_slopes(summary, threshold: float, resamples: int, seed: int, level: 
         if spline["values"] is not None:
             spline = {**spline, "grid": grid.tolist(), "values": inverse(spline["values"], scale).tolist()}
         entry["spline"] = spline
+        entry["reference"] = reference_rows(table, name)
         datasets[name] = entry
     return {
         "fit": f"ordinary least squares, {scale} axes, both from fractions",
@@ -328,6 +345,9 @@ def dataset_slopes(summary, threshold: float, resamples: int, seed: int, level: 
 NEEDS_PAPER = "not evaluated (needs the paper profile)"
 NEEDS_SMOKE = "not evaluated (needs the smoke profile)"
 NEEDS = {"paper": NEEDS_PAPER, "smoke": NEEDS_SMOKE}
+# What a profile's results are, said on the figures, the verify table and the report (the paper profile says nothing)
+PROFILE_NOTES = {"smoke": "embedded study: four ImageNet checkpoints fine-tuned on the digits, a small real transfer "
+                          "experiment, not the paper's result"}
 
 
 def _verdict(claim: dict, verdict: str, ours: str = "", reason: str = "") -> dict:
@@ -354,7 +374,34 @@ def _slope_text(fit: dict) -> str:
     return f"{fit['slope']:.3f}{interval}"
 
 
-def evaluate_claim(claim: dict, profile: str, summary, slopes: dict, figure_exists: bool) -> dict:
+def _provenance(claim: dict, ok_rows, pins: dict[str, str | None]) -> dict:
+    """Every run that loaded ImageNet weights loaded exactly the pinned file: its recorded sha256 equals the pin."""
+    loaded = imagenet_rows(ok_rows).drop_duplicates("model")
+    if loaded.empty:
+        return _verdict(claim, "not evaluated", reason="no run loaded ImageNet weights")
+    bad = [f"{r['model']} ({str(r.get('weights_sha256'))[:12]} vs pin {str(pins.get(r['model']))[:12]})"
+           for r in loaded.to_dict("records")
+           if not pins.get(r["model"]) or r.get("weights_sha256") != pins[r["model"]]]
+    ours = f"{len(loaded) - len(bad)} of {len(loaded)} checkpoints match their pin"
+    return _verdict(claim, "fail" if bad else "pass", ours, "; ".join(bad))
+
+
+def _gain(claim: dict, ok_rows, tol: float) -> dict:
+    """ImageNet init beats random init of the same architecture by at least `at_least` (in metric units)."""
+    check = claim["check"]
+    rows = ok_rows[ok_rows["dataset"] == check["dataset"]].set_index("model")
+    absent = [m for pair in check["pairs"].items() for m in pair if m not in rows.index]
+    if absent:
+        return _verdict(claim, "not evaluated", reason=f"no {check['dataset']} result for {', '.join(absent)}")
+    gains = {m: float(rows.loc[m, "value"] - rows.loc[ref, "value"]) for m, ref in check["pairs"].items()}
+    ours = "; ".join(f"{rows.loc[m, 'model_display']} {gains[m]:+.3f} ({rows.loc[m, 'value']:.3f} vs "
+                     f"{rows.loc[ref, 'value']:.3f})" for m, ref in check["pairs"].items())
+    good = all(g >= check["at_least"] - tol for g in gains.values())
+    return _verdict(claim, "pass" if good else "fail", ours)
+
+
+def evaluate_claim(claim: dict, profile: str, summary, slopes: dict, figure_exists: bool,
+                   pins: dict[str, str | None] | None = None) -> dict:
     check = claim["check"]
     kind = check["kind"]
     if kind == "not_evaluable":
@@ -365,12 +412,18 @@ def evaluate_claim(claim: dict, profile: str, summary, slopes: dict, figure_exis
     ok_rows = summary[summary["status"] == "ok"]
     tol = float(claim.get("tolerance", 0) or 0)
     if kind == "model_set":
-        top1 = ok_rows.drop_duplicates("model")["imagenet_top1"]
+        top1 = imagenet_rows(ok_rows).drop_duplicates("model")["imagenet_top1"]
         n = int(len(top1))
         ours = f"{n} models, {top1.min():.1f}-{top1.max():.1f}%" if n else "no models"
         good = n == check["count"] and n > 0 and abs(top1.min() - check["top1_min"]) <= tol \
             and abs(top1.max() - check["top1_max"]) <= tol
         return _verdict(claim, "pass" if good else "fail", ours)
+    if kind == "provenance":
+        if pins is None:
+            return _verdict(claim, "not evaluated", reason="no weights lock (weights.lock.json) to compare with")
+        return _provenance(claim, ok_rows, pins)
+    if kind == "gain":
+        return _gain(claim, ok_rows, tol)
     if kind == "dataset_set":
         found = sorted(ok_rows["dataset"].unique())
         good = found == sorted(check["datasets"])
@@ -408,7 +461,8 @@ def evaluate_claim(claim: dict, profile: str, summary, slopes: dict, figure_exis
 
 CHECK_KINDS = {"not_evaluable": ("reason",), "model_set": ("count", "top1_min", "top1_max"),
                "dataset_set": ("datasets",), "both_fits": ("datasets",), "slope_below": ("below", "datasets"),
-               "slope_near": ("values", "datasets"), "values_near": ("dataset", "values")}
+               "slope_near": ("values", "datasets"), "values_near": ("dataset", "values"), "provenance": (),
+               "gain": ("dataset", "pairs", "at_least")}
 FITS = ("all", "above_threshold")
 
 
@@ -436,5 +490,7 @@ def validate_claims(claims: object) -> list[dict]:
     return claims
 
 
-def evaluate_claims(claims: Sequence[dict], profile: str, summary, slopes: dict, figure_exists: bool) -> list[dict]:
-    return [evaluate_claim(c, profile, summary, slopes, figure_exists) for c in validate_claims(claims)]
+def evaluate_claims(claims: Sequence[dict], profile: str, summary, slopes: dict, figure_exists: bool,
+                    pins: dict[str, str | None] | None = None) -> list[dict]:
+    """Each claim's verdict; `pins` maps each model to the sha256 its weights are pinned to (weights.lock.json)."""
+    return [evaluate_claim(c, profile, summary, slopes, figure_exists, pins) for c in validate_claims(claims)]

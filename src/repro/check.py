@@ -34,6 +34,8 @@ def missing_inputs(params: Params, raw_root: Path, weights_lock: Path) -> list[s
 
         weights_dir = Path(params.finetune.weights_dir) if params.finetune.weights_dir else None
         for name in params.finetune.models:
+            if not MODELS[name].has_weights:  # the random-init reference loads no file
+                continue
             try:
                 locate(MODELS[name], weights_dir, weights_lock)
             except ReproError as error:

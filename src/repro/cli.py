@@ -693,7 +693,9 @@ def figures(
     from repro.splits import atomic_write
 
     p = _params(params)
-    note = "" if p.profile == "paper" else f"{p.profile} profile: a pipeline check, not the paper's result"
+    from repro.analysis import PROFILE_NOTES
+
+    note = PROFILE_NOTES.get(p.profile, "" if p.profile == "paper" else f"{p.profile} profile: not the paper's result")
     table, fits = read_summary(summary), read_json(slopes, "repro analyze")
     written = [figure1(table, fits, [figure, figure.with_suffix(".pdf")], title_note=note,
                        label_points=p.figures.label_points),
@@ -736,7 +738,10 @@ def verify(
     if slopes_doc.get("profile") != p.profile:
         raise ReproError(f"{slopes}: made under the {slopes_doc.get('profile')!r} profile, params say "
                          f"{p.profile!r}; run `dvc repro` first")
-    verdicts = evaluate_claims(claim_list, p.profile, read_summary(summary), slopes_doc, figure.is_file())
+    from repro.models import pins
+
+    verdicts = evaluate_claims(claim_list, p.profile, read_summary(summary), slopes_doc, figure.is_file(),
+                               pins(p.finetune.models, layout.WEIGHTS_LOCK) if layout.WEIGHTS_LOCK.is_file() else None)
     if json_out is not None:
         _write_json(json_out, {"profile": p.profile, "claims": verdicts})
     counts = {v: sum(1 for x in verdicts if x["verdict"] == v) for v in ("pass", "fail")}
@@ -760,8 +765,10 @@ def verify(
                           f"[{style.get(v['verdict'], 'yellow')}]{verdict}[/]", v["command"])
         out.print(table)
         if p.profile != "paper":
-            out.print(f"[yellow]The {p.profile!r} profile is a pipeline check on the embedded data, not the "
-                      "paper's result;[/] run the paper profile for the real verdicts (README, 'The paper profile').")
+            from repro.analysis import PROFILE_NOTES
+
+            out.print(f"[yellow]The {p.profile!r} profile: {PROFILE_NOTES.get(p.profile, 'not the paper study')};[/] "
+                      "the paper's claims need the paper profile (README, 'The paper profile').")
         out.print(line)
     if strict and counts["fail"]:
         raise typer.Exit(1)

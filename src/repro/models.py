@@ -12,6 +12,7 @@ Importing this module does not import torch; `build_model` does. Exercised by `r
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -258,3 +259,12 @@ def build_model(
         # embeddings for another img_size. source="" stops it from preferring the HF hub over the state dict.
         kwargs["pretrained_cfg_overlay"] = {"source": "", "state_dict": load_state_dict(weights_file)}
     return timm.create_model(spec.weights, pretrained=weights_file is not None, **kwargs)
+
+
+def pins(names: Iterable[str], lock_file: Path) -> dict[str, str | None]:
+    """Each model's pinned sha256 in `lock_file`; None where the lock pins nothing (and for a random-init entry)."""
+    from repro.weights import default_entry, read_lock
+
+    entries = read_lock(lock_file)
+    return {n: (entries.get(MODELS[n].weights_key) or default_entry(MODELS[n])).sha256 if MODELS[n].has_weights
+            else None for n in names}

@@ -18,9 +18,9 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from repro.analysis import fitted_values  # noqa: E402
+from repro.analysis import fitted_values, imagenet_rows  # noqa: E402
 
-ALL_COLOR, ABOVE_COLOR, SPLINE_COLOR = "#7f7f7f", "#d62728", "#1f77b4"
+ALL_COLOR, ABOVE_COLOR, SPLINE_COLOR, REFERENCE_COLOR = "#7f7f7f", "#d62728", "#1f77b4", "#2ca02c"
 # Fixed so the same figure gives the same bytes (PDF creation dates, PNG software tag): reruns stay no-ops.
 _METADATA = {".png": {"Software": None}, ".pdf": {"CreationDate": None, "Producer": None, "Creator": None}}
 
@@ -48,8 +48,20 @@ def _save(fig, outs: Path | Sequence[Path]) -> list[Path]:
 
 
 def _points(table, name: str):
-    rows = table[table["dataset"] == name].sort_values("imagenet_top1")
+    """The runs drawn on the ImageNet axis: only those that loaded ImageNet weights (analysis.imagenet_rows)."""
+    rows = imagenet_rows(table[table["dataset"] == name]).sort_values("imagenet_top1")
     return rows, rows["imagenet_top1"].to_numpy(float), rows["value"].to_numpy(float) * 100
+
+
+def _reference(ax, entry: dict) -> None:
+    """Random-init runs ("no ImageNet pretraining"): a horizontal line at their metric, never a point on the
+    ImageNet axis, since they have no ImageNet accuracy; their interval, when known, as a shaded strip."""
+    for ref in entry.get("reference") or []:
+        y = ref["value"] * 100
+        ax.axhline(y, color=REFERENCE_COLOR, linestyle=":", linewidth=1.5,
+                   label=f"{ref['model_display']}: {y:.1f} (no ImageNet pretraining)")
+        if ref.get("low") is not None and ref.get("high") is not None:
+            ax.axhspan(ref["low"] * 100, ref["high"] * 100, color=REFERENCE_COLOR, alpha=0.08, linewidth=0)
 
 
 def _fit_lines(ax, entry: dict, x: np.ndarray, threshold: float, scale: str, bands: bool) -> None:
@@ -100,6 +112,7 @@ def figure1(summary, slopes: dict, out: Path | Sequence[Path], *, title_note: st
             for xi, yi, label in zip(x, y, rows["model_display"]):
                 ax.annotate(label, (xi, yi), fontsize=6, xytext=(3, 3), textcoords="offset points")
         _fit_lines(ax, entry, x, threshold, scale, bands=False)
+        _reference(ax, entry)
         _finish(ax, name, entry["metric"])
     if title_note:
         fig.suptitle(title_note, fontsize=10)
@@ -129,8 +142,10 @@ def figure_appendix_b(summary, slopes: dict, out: Path | Sequence[Path], *, titl
                         high[mask & has] - y[mask & has]], fmt="o", color=color, ms=4, capsize=2, zorder=3)
             ax.scatter(x[mask & ~has], y[mask & ~has], color=color, s=16, zorder=3)
         _fit_lines(ax, entry, x, threshold, scale, bands=True)
+        _reference(ax, entry)
         # The view follows the measurements: a band or a spline over few models may swing far outside them.
-        seen = np.concatenate([y, low[has], high[has]])
+        refs = [r["value"] * 100 for r in entry.get("reference") or []]
+        seen = np.concatenate([y, low[has], high[has], refs])
         margin = 0.15 * max(np.ptp(seen), 1.0)
         ax.set_ylim(seen.min() - margin, seen.max() + margin)
         spline = entry.get("spline") or {}

@@ -87,9 +87,9 @@ def latex_table(rows: Sequence[Mapping[str, str]], columns=COLUMNS, caption: str
 def plot_rows(summary, slopes: dict) -> dict[str, list[dict]]:
     """Per dataset, one row per model for `dvc plots show`: top-1, the metric, its interval and both fitted lines
     at that top-1 (empty where a fit does not apply), all in percent."""
-    from repro.analysis import fitted_values
+    from repro.analysis import fitted_values, imagenet_rows
 
-    table = summary[summary["status"] == "ok"]
+    table = imagenet_rows(summary[summary["status"] == "ok"])  # random-init runs have no place on this axis
     scale = slopes.get("transform", "linear")
     threshold = slopes["threshold_top1_percent"]
     out = {}
@@ -153,7 +153,9 @@ def render_report(*, profile: str, figures: Sequence[tuple[str, bytes]], slopes:
 
     env = Environment(loader=PackageLoader("repro", "templates"), autoescape=select_autoescape(["html", "j2"]),
                       trim_blocks=True, lstrip_blocks=True)
+    from repro.analysis import PROFILE_NOTES
+
     return env.get_template("report.html.j2").render(
-        profile=profile, figures=[(caption, data_uri(png)) for caption, png in figures],
+        profile=profile, profile_note=PROFILE_NOTES.get(profile, ""), figures=[(caption, data_uri(png)) for caption, png in figures],
         slope_caption=slope_caption(slopes), slope_columns=COLUMNS, slope_rows=slope_rows(slopes),
         claim_columns=CLAIM_COLUMNS, claims=claims, provenance=provenance, models=summary_rows, compute=compute)

@@ -27,8 +27,9 @@ from repro.splits import atomic_write
 RUN_FILE = "run.json"
 PREDICTIONS_FILE = "predictions.csv"
 WEIGHTS_FILE = "model.safetensors"
-SUMMARY_COLUMNS = ["model", "model_display", "imagenet_top1", "dataset", "metric", "value", "select_value",
-                   "lr", "wd", "epoch", "status", "value_low", "value_high", "value_ci"]
+SUMMARY_COLUMNS = ["model", "model_display", "imagenet_top1", "init", "weights_sha256", "dataset", "metric", "value",
+                   "select_value", "lr", "wd", "epoch", "status", "value_low", "value_high", "value_ci"]
+INITS = ("imagenet", "random")  # run.json `init`: ImageNet weights loaded, or none (the random-init reference)
 _LIBRARIES = ("torch", "torchvision", "timm", "numpy", "scikit-learn", "scipy", "pandas", "repro")
 
 
@@ -93,7 +94,26 @@ def read_json(path: Path, producer: str) -> dict:
 
 
 def read_run(path: Path) -> dict:
-    return read_json(path, "repro finetune")
+    """A run.json, refused when it would put a run at an ImageNet accuracy of weights it did not load."""
+    record = read_json(path, "repro finetune")
+    problem = init_problem(record)
+    if problem is not None:
+        raise ReproError(f"{path}: {problem}; re-run `repro finetune --model {record.get('model')} "
+                         f"--dataset {record.get('dataset')}`")
+    return record
+
+
+def init_problem(record: dict) -> str | None:
+    """Why `record` cannot be drawn where it says (None when it can): a run has an ImageNet top-1 if and only if it
+    loaded ImageNet weights, named with their sha256 (repro.study.init_record)."""
+    init, top1, loaded = record.get("init"), record.get("imagenet_top1"), record.get("weights")
+    if init not in INITS:
+        return f"init is {init!r}, expected one of {', '.join(INITS)} (written by an older repro?)"
+    if init == "random" and (top1 is not None or loaded is not None):
+        return "a random-init run must have imagenet_top1 null and no weights (it loaded no ImageNet weights)"
+    if init == "imagenet" and (top1 is None or not isinstance(loaded, dict) or not loaded.get("sha256")):
+        return "an ImageNet-init run must name its ImageNet top-1 and the sha256 of the weights it loaded"
+    return None
 
 
 def read_predictions(path: Path):
@@ -122,6 +142,7 @@ def summary_rows(records: Iterable[dict], intervals: Sequence[dict | None] | Non
         ci = ci or {}
         rows.append({
             "model": r["model"], "model_display": r["model_display"], "imagenet_top1": r["imagenet_top1"],
+            "init": r["init"], "weights_sha256": (r.get("weights") or {}).get("sha256"),
             "dataset": r["dataset"], "metric": r["metric"], "value": r["value"],
             "select_value": r["select_value"], "lr": chosen.get("lr"), "wd": chosen.get("wd"),
             "epoch": chosen.get("epoch"), "status": r["status"],

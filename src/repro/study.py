@@ -132,6 +132,26 @@ def resolved_config(model: str, dataset: str, fp: FinetuneParams) -> dict:
     return json.loads(json.dumps(config))  # as run.json will hold it (lists, not tuples), so the two compare
 
 
+def init_record(model_spec, pretrained: bool, weights_lock: Path | None, weights_dir: Path | None) -> dict:
+    """What run.json says about the run's initialisation. A run carries an ImageNet top-1 only when it loaded those
+    ImageNet weights (`pretrained` and an entry that has weights), together with the sha256 of the file it loaded
+    (verified against the lock by `weights.locate` before loading); otherwise `imagenet_top1` is None and the run is
+    a random-init run, which analysis and Figure 1 never place on the ImageNet axis."""
+    from repro import weights
+
+    if not (pretrained and model_spec.has_weights):
+        why = ("the entry names no ImageNet weights" if not model_spec.has_weights
+               else "finetune.pretrained is false")
+        return {"imagenet_top1": None, "imagenet_top1_source": f"none: random init ({why})", "init": "random",
+                "weights": None}
+    entry = weights.lock_entry(model_spec, weights_lock)
+    path = weights.locate(model_spec, weights_dir, weights_lock)
+    return {"imagenet_top1": model_spec.top1, "imagenet_top1_source": model_spec.top1_source, "init": "imagenet",
+            "weights": {"key": model_spec.weights_key, "file": path.name,
+                        "sha256": entry.sha256 or weights.sha256_file(path), "pinned": entry.sha256 is not None,
+                        "source": weights.wheel_label(model_spec) or entry.url}}
+
+
 def finetune(model: str, dataset: str, fp: FinetuneParams, data_dir: Path, split_path: Path,
              weights_lock: Path, on_epoch: Callable[[int, int, dict], None] | None = None, *,
              cache_root: Path | None = None,
@@ -199,8 +219,7 @@ def finetune(model: str, dataset: str, fp: FinetuneParams, data_dir: Path, split
     record = {
         "model": model,
         "model_display": model_spec.display,
-        "imagenet_top1": model_spec.top1,
-        "imagenet_top1_source": model_spec.top1_source,
+        **init_record(model_spec, fp.pretrained, weights_lock, Path(fp.weights_dir) if fp.weights_dir else None),
         "pretrained": fp.pretrained,
         "dataset": dataset,
         "metric": spec.metric,
@@ -246,14 +265,14 @@ def finished_record(run_dir: Path, model: str, dataset: str, fp: FinetuneParams)
     """The run.json of a finished run made with the same resolved config, else None (absent, broken or other)."""
     import json
 
-    from repro.results import RUN_FILE
+    from repro.results import RUN_FILE, init_problem
 
     try:
         record = json.loads((Path(run_dir) / RUN_FILE).read_text())
     except (FileNotFoundError, ValueError):
         return None
     same = (record.get("model"), record.get("dataset"), record.get("config")) == (
-        model, dataset, resolved_config(model, dataset, fp))
+        model, dataset, resolved_config(model, dataset, fp)) and init_problem(record) is None
     return record if same else None
 
 
