@@ -99,8 +99,9 @@ def unknown_commands(commands: dict[tuple[str, ...], str]) -> list[str]:
             args.append(words[1])
         result = runner.invoke(app, [*args, "--help"])
         if result.exit_code != 0:
+            said = [line.strip("│╭╮╰╯─ ") for line in result.output.splitlines()]  # Rich's error box, unboxed
             problems.append(f"{where}: `repro {' '.join(args)} --help` exited {result.exit_code}: "
-                            f"{(result.output.strip().splitlines() or [''])[-1][:160]}")
+                            f"{([line for line in said if line] or [''])[-1][:160]}")
     return problems
 
 
