@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from conftest import ROOT
 
 FENCE = re.compile(r"^[ \t]*(```|~~~)[^\n]*\n(.*?)^[ \t]*\1[ \t]*$", re.M | re.S)
-INLINE = re.compile(r"`([^`\n]+)`")
+INLINE = re.compile(r"`((?:[^`\n]|\n(?![ \t]*\n))+)`")  # a span may wrap onto the next line, not past a blank one
 LINK = re.compile(r"!?\[[^\]\n]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 HEADING = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t]*#*[ \t]*$", re.M)
 SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
@@ -31,7 +31,7 @@ def split_code(text: str) -> tuple[str, list[str]]:
     """The text with code blocks and code spans blanked out, and the code itself (blocks' bodies, then spans)."""
     code = [m.group(2) for m in FENCE.finditer(text)]
     prose = FENCE.sub("", text)
-    code += [m.group(1) for m in INLINE.finditer(prose)]
+    code += [" ".join(m.group(1).split()) for m in INLINE.finditer(prose)]
     return INLINE.sub("", prose), code
 
 
@@ -128,7 +128,8 @@ def test_the_checks_catch_a_broken_link_anchor_and_command(tmp_path):
         "[gone](docs/missing.md) [bad anchor](docs/page.md#nowhere) [out](../elsewhere.md)\n"
         "[web](https://example.org/x) `[not a link](docs/nope.md)`\n\n"
         "```sh\nrepro data fetch all\nrepro nosuchverb --flag\n```\n"
-        "`repro models nosuch` `repro check now` `src/repro/x.py` `repro.cli` `podman run repro repro profile use`\n")
+        "`repro models nosuch` `repro check now` `src/repro/x.py` `repro.cli` `podman run repro repro profile use`\n"
+        "a span that wraps: `repro\nmodels verify`, and one past a blank line is none: `repro\n\ndata prepare`\n")
     problems = broken_links(tmp_path / "README.md", tmp_path)
     assert len(problems) == 3, problems
     assert any("docs/missing.md" in p for p in problems)
@@ -136,7 +137,7 @@ def test_the_checks_catch_a_broken_link_anchor_and_command(tmp_path):
     assert any("leaves the repository" in p for p in problems)
     found = named_commands(tmp_path / "README.md")
     assert found == {("data", "fetch"), ("nosuchverb",), ("models", "nosuch"), ("check", "now"),
-                     ("profile", "use")}, found
+                     ("profile", "use"), ("models", "verify")}, found
     problems = unknown_commands({words: "README.md" for words in found})
     assert sorted(p.split("`")[1] for p in problems) == ["repro models nosuch --help", "repro nosuchverb --help"]
 
