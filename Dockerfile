@@ -1,7 +1,7 @@
 # The reviewer's image: a fresh checkout with the locked dependencies, whose default command runs the embedded study
 # (`dvc repro`, then `repro verify`, which prints the claims table). With a finished study's results folder mounted
-# at /results it verifies that study instead (scripts/container-entry.sh). Build, run and swap the base: README,
-# "The container". CI builds and runs it with scripts/ci-container.sh.
+# at /results it verifies that study instead (scripts/container-entry.sh). Build, run and swap the base:
+# docs/development.md, "The container". CI builds and runs it with scripts/ci-container.sh.
 #
 # The base is pinned by digest: debian:bookworm-slim's multi-platform index of the 2026-08-03 build, as listed in
 # docker-library/repo-info (repos/debian/remote/bookworm-slim.md at commit 05f354f0a08a211fdfed2f21845d1fccd389921d).

@@ -7,7 +7,7 @@
 #     --force --downstream analyze`) under its profile, then `repro verify` prints the claims table.
 # The profile of a mounted study is $REPRO_PROFILE, else the one recorded in its slopes.json, else "paper".
 # A writable folder mounted at /out receives the results, figures, tables and report.
-# Exercised by scripts/ci-container.sh (both modes); usage in the README, "The container".
+# Exercised by scripts/ci-container.sh (both modes); usage in docs/development.md, "The container".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DVC_NO_ANALYTICS=1
@@ -44,7 +44,7 @@ else
          "(the one with summary.csv and runs/), or nothing to run the embedded study" >&2
     exit 2
   fi
-  echo "== the embedded study: dvc repro, then repro verify (README, 'The two profiles')"
+  echo "== the embedded study: dvc repro, then repro verify (docs/protocol.md, 'The two profiles')"
   run dvc repro
 fi
 run repro verify

@@ -135,7 +135,7 @@ def test_verify_prints_the_claims_table_as_a_pipeline_check(smoke_study):
 
 
 def test_metrics_and_slopes_regression(smoke_study, num_regression):
-    """The embedded study's numbers, held within tolerances that allow for another CPU model (see README)."""
+    """The embedded study's numbers, held within tolerances that allow for another CPU model (docs/development.md)."""
     root, _ = smoke_study
     summary = pd.read_csv(root / "results/summary.csv")
     slopes = json.loads((root / "results/slopes.json").read_text())["datasets"]["digits"]
