@@ -305,7 +305,7 @@ def test_the_committed_release_verifies_on_one_checkpoint(tmp_path):
 
     root = copy_checkout(tmp_path / "clone")
     run([REPRO, "data", "prepare", "digits"], root)
-    done = run([REPRO, "eval", "--model", "torchvision/shufflenet_v2_x0_5.IMAGENET1K_V1", "--dataset", "digits"],
+    done = run([REPRO, "eval", "--model", "torchvision/mobilenet_v2.IMAGENET1K_V1", "--dataset", "digits"],
                root)
     assert "1 pass, 0 fail" in done.stdout
 

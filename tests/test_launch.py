@@ -18,7 +18,7 @@ RUN = f"results/runs/{MODEL}/digits"
 
 def tiny_params(root, **finetune) -> None:
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["finetune"].update(models=[MODEL], lrs=[1e-2], wds=[0.0], epochs=1, **finetune)
+    params["finetune"].update(models=[MODEL], pretrained=False, lrs=[1e-2], wds=[0.0], epochs=1, **finetune)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 

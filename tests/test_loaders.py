@@ -151,7 +151,7 @@ def test_a_corrupt_image_stops_the_cache_build_naming_the_file_and_leaves_nothin
 @pytest.fixture(scope="module")
 def tiny_params():
     fp = load_params(ROOT / "params.yaml").finetune
-    return dataclasses.replace(fp, models=(TINY,), epochs=1, batch_size=64, lrs=(1e-3,), wds=(0.0,),
+    return dataclasses.replace(fp, models=(TINY,), pretrained=False, epochs=1, batch_size=64, lrs=(1e-3,), wds=(0.0,),
                                image_size=32, device="cpu", channel_order="bgr")
 
 

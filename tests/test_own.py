@@ -78,7 +78,7 @@ def test_own_csv_with_relative_and_absolute_paths_finetunes(tmp_path):
     splits = tmp_path / "splits"
     info = own.prepare_own("csv", tmp_path / "labels.csv", "pets", splits, splits / "SHA256SUMS", 0, 32)
     assert info["classes"] == 3 and DATASETS["pets"].classes == ("CAT", "DOG", "OWL")
-    fp = dataclasses.replace(load_params(ROOT / "params.yaml").finetune, epochs=1, batch_size=64, lrs=(1e-3,),
+    fp = dataclasses.replace(load_params(ROOT / "params.yaml").finetune, pretrained=False, epochs=1, batch_size=64, lrs=(1e-3,),
                              wds=(0.0,), device="cpu")
     out = finetune(TINY, "pets", fp, tmp_path, splits / "pets.csv", ROOT / "weights.lock.json",
                    cache_root=tmp_path / "cache")
@@ -177,7 +177,7 @@ def test_cli_own_folder_prepare_and_finetune_in_a_checkout(checkout, tmp_path):
     report = (checkout / "data/splits/pets.skipped.txt").read_text()
     assert report.startswith(f"{tmp_path}/pets/dog/sub/dog3.jpg: does not decode")
     params = yaml.safe_load((checkout / "params.yaml").read_text())
-    params["finetune"].update(models=[TINY], epochs=1, lrs=[0.001], wds=[0.0])
+    params["finetune"].update(models=[TINY], pretrained=False, epochs=1, lrs=[0.001], wds=[0.0])
     (checkout / "fast.yaml").write_text(yaml.safe_dump(params))
     done = run([REPRO, "finetune", "--model", TINY, "--dataset", "pets", "--params", "fast.yaml"], checkout)
     assert "done timm/test_efficientnet.r160_in1k on pets: accuracy" in done.stdout

@@ -32,7 +32,7 @@ def tiny_study(root: Path, keep: dict[str, int]) -> Path:
     """A study folder: the smoke params cut to the tiny model, 2 configs x 3 epochs, on a few digits."""
     root.mkdir(parents=True, exist_ok=True)
     params = yaml.safe_load((ROOT / "profiles/smoke.yaml").read_text())
-    params["finetune"].update(models=[MODEL], lrs=[1e-2, 1e-3], wds=[0.0], epochs=3, batch_size=32,
+    params["finetune"].update(models=[MODEL], pretrained=False, lrs=[1e-2, 1e-3], wds=[0.0], epochs=3, batch_size=32,
                               deterministic=True)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     shutil.copy2(ROOT / "weights.lock.json", root / "weights.lock.json")

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from repro.metrics import METRICS
-from repro.models import MODELS
+from repro.models import MODELS, pins
 
 from conftest import BIN, ROOT, run
 
@@ -28,7 +28,7 @@ def test_every_output_exists_and_one_model_learns(smoke_study):
     assert summary["model"].tolist() == SMOKE["finetune"]["models"]
     assert (summary["status"] == "ok").all() and summary["value"].max() >= 0.8
     assert (root / "data/splits/digits.csv").read_bytes() == (ROOT / "data/splits/digits.csv").read_bytes()
-    assert "9 claims: 3 pass, 0 fail, 6 not evaluated" in done.stdout
+    assert "10 claims: 4 pass, 0 fail, 6 not evaluated" in done.stdout
 
 
 @pytest.mark.parametrize("model", SMOKE["finetune"]["models"])
@@ -37,8 +37,14 @@ def test_each_run_is_self_describing_and_recomputable(smoke_study, model):
     run_dir = root / "results/runs" / model / "digits"
     record = json.loads((run_dir / "run.json").read_text())
     assert record["model"] == model and record["imagenet_top1"] == MODELS[model].top1
-    assert record["config"]["epochs"] == SMOKE["finetune"]["epochs"] and record["config"]["grid"] == 4
-    assert len(record["configs"]) == 4 and record["chosen"]["epoch"] >= 1
+    assert record["init"] == MODELS[model].init  # ImageNet weights loaded exactly for the pretrained entries
+    if MODELS[model].has_weights:
+        assert record["weights"]["sha256"] == pins([model], ROOT / "weights.lock.json")[model]
+    else:
+        assert record["weights"] is None and record["imagenet_top1"] is None
+    grid = len(SMOKE["finetune"]["lrs"]) * len(SMOKE["finetune"]["wds"])
+    assert record["config"]["epochs"] == SMOKE["finetune"]["epochs"] and record["config"]["grid"] == grid
+    assert len(record["configs"]) == grid and record["chosen"]["epoch"] >= 1
     assert record["provenance"]["git_sha"] and record["provenance"]["libraries"]["torch"]
     assert record["device"] == "cpu" and record["wall_seconds"] > 0
     predictions = pd.read_csv(run_dir / "predictions.csv")
@@ -57,10 +63,11 @@ def test_each_run_is_self_describing_and_recomputable(smoke_study, model):
 def test_the_eval_stage_verifies_the_release_and_dvc_pins_its_files(smoke_study):
     root, _ = smoke_study
     report = json.loads((root / "results/eval.json").read_text())
-    assert report["counts"] == {"pass": len(SMOKE["finetune"]["models"]), "fail": 0, "error": 0, "skipped": 0}
+    released = yaml.safe_load((root / "paper/checkpoints.yaml").read_text())["checkpoints"]
+    assert report["counts"] == {"pass": len(released), "fail": 0, "error": 0, "skipped": 0} and released
     lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]["eval"]
     pinned = {d["path"]: d for d in lock["deps"]}
-    assert pinned["paper/checkpoints"]["nfiles"] == len(SMOKE["finetune"]["models"])
+    assert pinned["paper/checkpoints"]["nfiles"] == len(released)
     assert pinned["paper/checkpoints.yaml"]["md5"]
     dvc = str(BIN / "dvc")
     released = sorted((root / "paper/checkpoints").rglob("*.safetensors"))[0]
@@ -101,12 +108,14 @@ def test_slopes_match_a_refit_of_the_summary(smoke_study):
     root, _ = smoke_study
     summary = pd.read_csv(root / "results/summary.csv")
     slopes = json.loads((root / "results/slopes.json").read_text())["datasets"]["digits"]
-    x, y = summary["imagenet_top1"] / 100, summary["value"]
+    pretrained = summary[summary["init"] == "imagenet"]  # the random-init reference is not on the ImageNet axis
+    x, y = pretrained["imagenet_top1"] / 100, pretrained["value"]
     assert slopes["all"]["slope"] == pytest.approx(np.polyfit(x, y, 1)[0])
-    above = summary["imagenet_top1"] >= 70
-    assert slopes["above_threshold"]["n"] == int(above.sum()) == 2
-    assert slopes["above_threshold"]["ci"]["reason"] == "needs at least 3 models, has 2"
-    assert slopes["all"]["ci"]["low"] < slopes["all"]["slope"] < slopes["all"]["ci"]["high"]
+    assert slopes["above_threshold"]["n"] == slopes["all"]["n"] == 4 == int((x >= 0.7).sum())
+    assert slopes["all"]["ci"]["low"] <= slopes["all"]["slope"] <= slopes["all"]["ci"]["high"]
+    reference = summary[summary["init"] == "random"]
+    assert [r["value"] for r in slopes["reference"]] == pytest.approx(reference["value"].tolist())
+    assert reference["imagenet_top1"].isna().all() and len(reference) == 1
 
 
 def test_a_second_dvc_repro_is_a_no_op_and_dvc_reads_metrics_and_plots(smoke_study):
@@ -115,7 +124,7 @@ def test_a_second_dvc_repro_is_a_no_op_and_dvc_reads_metrics_and_plots(smoke_stu
     assert "Data and pipelines are up to date." in run([dvc, "repro"], root).stdout
     metrics = run([dvc, "metrics", "show", "--json"], root).stdout
     assert "above_threshold.slope" in run([dvc, "metrics", "show"], root).stdout
-    assert "torchvision/shufflenet_v2_x1_0.IMAGENET1K_V1" in metrics
+    assert "torchvision/mobilenet_v2.IMAGENET1K_V1" in metrics
     run([dvc, "plots", "show", "-o", "plots_html"], root)
     html = (root / "plots_html/index.html").read_text()
     assert "<img" in html and "figure1.png" in html and "figure1_appendix_b.png" in html
@@ -127,11 +136,13 @@ def test_verify_prints_the_claims_table_as_a_pipeline_check(smoke_study):
     root, _ = smoke_study
     done = run([str(BIN / "repro"), "verify", "--strict"], root)
     assert done.stdout.count("not evaluated (needs the paper profile)") == 5
-    assert "pipeline check on the embedded data, not the paper's result" in done.stdout
+    assert "a small real transfer experiment, not the paper's result" in " ".join(done.stdout.split())
     claims = json.loads((root / "results/claims.json").read_text())["claims"]
-    assert [c["id"] for c in claims] == ["C1", "C2", "C3", "C4", "C5", "C6", "R1", "R2", "R3"]
+    assert [c["id"] for c in claims] == ["C1", "C2", "C3", "C4", "C5", "C6", "E1", "E2", "R1", "R2"]
     assert not any(c["verdict"] in ("pass", "fail") for c in claims if c["id"].startswith("C"))
-    assert [c["verdict"] for c in claims if c["id"].startswith("R")] == ["pass"] * 3  # the pipeline's own
+    # the embedded study's own: provenance of the four checkpoints, gain over random init, locked numbers
+    assert [c["verdict"] for c in claims if c["id"][0] in "ER"] == ["pass"] * 4
+    assert claims[6]["ours"] == "4 of 4 checkpoints match their pin"
 
 
 def test_metrics_and_slopes_regression(smoke_study, num_regression):
@@ -154,21 +165,22 @@ def test_metrics_and_slopes_regression(smoke_study, num_regression):
 
 
 # Accuracy over 360 test images. On one machine the study repeats bit for bit; across CPU types it does not: oneDNN,
-# MKL and ATen pick other kernels per instruction set and vendor, rounding moves in the last bits, and three epochs
-# from random init amplify that into other trajectories. The locked values come from an AMD EPYC (AVX2); an Intel
-# Xeon with AVX-512 and AMX gave, with the same code, squeezenet 0.1861, shufflenet x0.5 0.8472, x1.0 0.8694, DeiT-Tiny
-# 0.7167 and EfficientNet-B0 0.3167: at most 0.0722 apart (26 images, EfficientNet-B0, the model nearest chance).
-# 0.1 (36 images) is that spread with a margin; it catches a broken pipeline, not seed-sized noise.
-ACCURACY_ATOL = 0.10
-# The most a least-squares slope moves when every accuracy moves by at most 0.1 is 0.1 * sum|x - mean(x)| / Sxx,
-# with x the models' top-1 as fractions: 1.245 over the five models, and 2 * 0.1 / (0.777 - 0.7217) = 3.617 over
-# the two at or above 70%. (Measured between the two CPU types: 0.230 and 1.306.)
-SLOPE_ALL_ATOL = 1.25
-SLOPE_ABOVE_ATOL = 3.62
-# A Clopper-Pearson bound over 360 images moves by at most 0.1256 when the count of correct answers moves by up to
-# 36 (0.1 of 360), over every count 0..360 (scipy.stats.binomtest(...).proportion_ci(0.95, "exact")).
-EXACT_CI_ATOL = 0.126
+# MKL and ATen pick other kernels per instruction set, rounding moves in the last bits, and three epochs amplify that
+# into other trajectories. The locked values come from an Intel Xeon (AVX-512) with the default kernels; the same
+# machine with ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=AVX2 gave MobileNetV2 0.9806, Lite0 0.9500,
+# Lite1 0.9528, Lite2 0.9167 and the random-init MobileNetV2 0.7806: at most 0.0333 apart (12 images, Lite2).
+# 0.07 (25 images) is about twice that (paper/claims.yaml R1); it catches a broken pipeline, not kernel noise.
+ACCURACY_ATOL = 0.07
+# The most a least-squares slope moves when every accuracy moves by at most 0.07 is 0.07 * sum|x - mean(x)| / Sxx,
+# with x the four checkpoints' top-1 as fractions: 0.07 * 38.54 = 2.698 (measured between the kernel sets: 0.642).
+# All four are above 70%, so the post-70% fit is the same fit.
+SLOPE_ALL_ATOL = 2.70
+SLOPE_ABOVE_ATOL = 2.70
+# A Clopper-Pearson bound over 360 images moves by at most 0.0906 when the count of correct answers moves by up to
+# 25 (0.07 of 360), over every count 0..360 (scipy.stats.binomtest(...).proportion_ci(0.95, "exact")).
+EXACT_CI_ATOL = 0.091
 # The bootstrap bounds are percentiles of resampled slopes; the resamples (seed 0) and the degenerate ones dropped
-# depend on top-1 only, so each resampled slope moves by at most 0.1 * sum|x - mean(x)| / Sxx of its resample, and
-# a percentile by at most the largest of these: 8.423 (2.527 per 0.03), over all 5**5 resamples of the five models.
-SLOPE_CI_ATOL = 8.43
+# depend on top-1 only, so each resampled slope moves by at most 0.07 * sum|x - mean(x)| / Sxx of its resample, and a
+# percentile by at most the largest of these: 15.556 over all 4**4 resamples of the four models (two close top-1s,
+# 76.7 and 77.6%, make a steep resample). The interval of four close models is loose, and so is this tolerance.
+SLOPE_CI_ATOL = 15.56

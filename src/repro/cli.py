@@ -863,6 +863,8 @@ def release_checkpoints(
     archive: Annotated[Path | None, typer.Option(
         help="Also write the release as one .zip (the manifest and the files at their relative URLs), for an "
              "archive site such as Zenodo; byte-identical when rebuilt.")] = None,
+    model: Annotated[list[str] | None, typer.Option(
+        help="Release only this model's runs (repeatable) [default: every model of finetune.models].")] = None,
 ) -> None:
     """Export the study's best checkpoints (safetensors + metadata) and write the manifest that pins them."""
     from rich.table import Table
@@ -873,8 +875,13 @@ def release_checkpoints(
     if archive is not None:
         check_archive_target(archive, out_dir, manifest)
     p = _params(params)
+    unknown = [m for m in model or [] if m not in p.finetune.models]
+    if unknown:
+        from repro.errors import UsageError
+
+        raise UsageError(f"--model {unknown[0]}: not one of the study's models (finetune.models in {params})")
     refs = [RunRef(layout.run_dir(MODELS[m].path, d), layout.split_file(d), layout.data_dir(d))
-            for d in p.finetune.datasets for m in p.finetune.models]
+            for d in p.finetune.datasets for m in p.finetune.models if not model or m in model]
     entries = release(refs, out_dir, manifest, base_url=base_url, tolerance=tolerance)
     table = Table(title=f"released {len(entries)} checkpoint(s) -> {manifest}")
     for column in ("model", "dataset", "metric", "value", "tolerance", "MB", "sha256"):

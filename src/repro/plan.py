@@ -111,7 +111,9 @@ def resolve_plan(p: Params, models: Sequence[str] | None = None, datasets: Seque
         sizes = sorted({fp.image_size or DATASETS[d].image_size for d in datasets})
         model_rows.append({
             "model": name,
-            "ImageNet top-1": spec.top1,
+            # what the run will record: a top-1 only for a run that loads ImageNet weights (repro.study.init_record)
+            "ImageNet top-1": spec.top1 if fp.pretrained and spec.has_weights else None,
+            "init": "ImageNet weights, sha256-verified" if fp.pretrained and spec.has_weights else "random init",
             "image size": ", ".join(map(str, sizes)) + (" (built at that size)" if spec.fixed_input_size else ""),
             "normalization": f"mean {[round(m, 4) for m in mean]}, std {[round(s, 4) for s in std]}",
             "head": (("timm classifier reset to" if spec.library == "timm" else f"{spec.head} replaced by")
