@@ -238,7 +238,7 @@ def _write_rows(path, rows):
         writer.writerows({"batch_size": 128, "source": "test", **r} for r in rows)
 
 
-def test_plan_on_cuda_h200_estimates_from_the_bf16_rows(tmp_path, monkeypatch):
+def test_plan_on_cuda_h200_estimates_from_the_rows_of_the_profiles_precision(tmp_path, monkeypatch):
     from repro import layout
     from repro import plan as planning
     from repro.config import load_params
@@ -256,7 +256,7 @@ def test_plan_on_cuda_h200_estimates_from_the_bf16_rows(tmp_path, monkeypatch):
     total = done.stdout.strip().splitlines()[-1]
     assert total.startswith("total: 2280 fine-tunes") and "device-hours on cuda-h200" in total
     hours = float(total.split(" device-hours")[0].rsplit(" ", 1)[1])
-    # the same estimate from the library, with the bf16 row (the paper profile's amp: auto is bf16 on CUDA)
+    # the same estimate from the library, with the fp32 row (the paper profile's precision: fp32, the authors')
     monkeypatch.chdir(ROOT)
     p = load_params(ROOT / "profiles" / "paper.yaml")
     resolved = planning.resolve_plan(p)
@@ -264,8 +264,10 @@ def test_plan_on_cuda_h200_estimates_from_the_bf16_rows(tmp_path, monkeypatch):
     rates = planning.read_throughput(table)
     bf16 = planning.estimate(resolved, sizes, rates, "cuda-h200", "bf16")
     fp32 = planning.estimate(resolved, sizes, rates, "cuda-h200", "off")
-    assert hours == pytest.approx(bf16["hours"], abs=0.05) and bf16["hours"] > 0
+    assert hours == pytest.approx(fp32["hours"], abs=0.05) and bf16["hours"] > 0
     assert fp32["hours"] > 2 * bf16["hours"]  # the fp32 row is 2.5x slower: the amp column decides
+    assert planning.throughput_precision("bf16", "cuda-h200") == "bf16"  # a bf16 profile reads the bf16 rows
+    assert planning.throughput_precision("bf16", "cpu") == planning.throughput_precision("fp32", "cuda-h200") == "off"
     assert bf16["unmeasured"] == 18 * 6 + 1  # 18 models without a GPU row; resnet50 on melanoma has no size
     assert "no throughput measured on cuda-h200" in done.stdout
 

@@ -47,7 +47,7 @@ class Protocol:
     device: str = "cpu"
     num_workers: int = 0
     selection: str = "best_epoch"  # "best_epoch" (the paper) | "last_epoch"
-    precision: str = "fp32"  # "fp32": no autocast anywhere (the authors') | "bf16": bf16 autocast on CUDA where supported
+    precision: str = "fp32"  # "fp32": no autocast anywhere (the authors') | "bf16": bf16 autocast on CUDA
     channels_last: bool = True
     compile: bool = False
     deterministic: bool = False

@@ -69,7 +69,8 @@ class ShortSide:
     def describe(self) -> str:
         if self.fixed is not None:
             return f"fixed {self.fixed}"
-        return f"auto: no crop upsampled (size {self.size}, scale >= {self.scale_min:g}, ratio {self.ratio[0]:g}-{self.ratio[1]:g})"
+        return (f"auto: no crop upsampled (size {self.size}, scale >= {self.scale_min:g}, "
+                f"ratio {self.ratio[0]:g}-{self.ratio[1]:g})")
 
     def side(self, height: int, width: int) -> int:
         """The shorter side this rule stores an image of height x width at (never above its own)."""
