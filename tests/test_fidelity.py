@@ -310,3 +310,26 @@ def test_another_value_of_a_switch_is_another_run(cassava_run, key, other):
         assert other_config[key] == other and config != other_config
         assert fingerprint({"model": model, "config": config}) != fingerprint({"model": model,
                                                                               "config": other_config})
+
+
+def test_a_release_re_reads_images_with_the_exif_rule_its_run_used(tmp_path):
+    from repro.evaluate import Preprocessing, preprocessing_as_dict, report_split
+
+    plain = Preprocessing(64, *map(tuple, IMAGENET))
+    assert "exif" not in preprocessing_as_dict(plain)  # manifests written before the switch keep their bytes
+    turned = dataclasses.replace(plain, exif=True)
+    assert preprocessing_as_dict(turned)["exif"] is True
+    # report_split reads as the run did: EuroSAT with exif applied only when the run applied it
+    mp = pytest.MonkeyPatch()
+    try:
+        split = make("eurosat", tmp_path / "eurosat", mp)
+    finally:
+        mp.undo()
+    heldout = next(r.split(",")[0] for r in split.read_text().splitlines()[1:] if r.endswith(",heldout"))
+    rotated_jpeg(tmp_path / "eurosat" / "2750" / heldout)
+    top_right_red = {}
+    for pre in (plain, turned):
+        read = report_split("eurosat", "heldout", dataclasses.replace(pre, image_size=24), tmp_path / "eurosat", split)
+        crop = read.dataset.crops[read.ids.index(heldout)]  # uint8 (3, 24, 24) after Resize + CenterCrop
+        top_right_red = {**top_right_red, pre.exif: bool(crop[0, 1, 21] > 200)}  # upright: red on top
+    assert top_right_red == {False: False, True: True}
