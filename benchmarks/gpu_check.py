@@ -482,7 +482,8 @@ def part_throughput(model: str):
 
 
 def part_precision(cfg: Config, work: Path, record: dict, save) -> None:
-    """fp32 and bf16 autocast from the same seed, deterministic kernels: only the precision differs."""
+    """fp32 and bf16 autocast from the same seed, deterministic kernels: only the precision differs (on a GPU; in
+    --smoke on a CPU finetune.precision bf16 is fp32, so the two runs are the same)."""
     from repro.datasets.cache import CachedDataset
     from repro.datasets.transforms import eval_transform
     from repro.models import normalization
