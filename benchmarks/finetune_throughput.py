@@ -1,7 +1,8 @@
 """Training images/s of our fine-tuning loop against a loop written like the authors' script, same model and data.
 
 Run: `PYTHONPATH=src python benchmarks/finetune_throughput.py [--models mobilenet_v3_small resnet50] [--size 224]
-[--images 192] [--epochs 2] [--batch 32] [--threads 1] [--amp auto|bf16|off] [--ddp N] [--table benchmarks/throughput.csv]`
+[--images 192] [--epochs 2] [--batch 32] [--threads 1] [--precision fp32|bf16] [--ddp N]
+[--table benchmarks/throughput.csv]`
 
 Data: real JPEG files written to a temporary folder (the embedded digits upscaled to 800 x 600, Cassava's photo
 size, quality 90), the same files for both loops. Both loops train the same architecture (random init, ImageNet
@@ -12,8 +13,8 @@ class count replaced by 5) with AdamW, cross-entropy, batch `--batch`, Cassava's
   access, torchvision's PIL transforms + ToTensor + Normalize, fp32, contiguous memory format;
 - ours: `repro.train.train_config` (the loop `repro finetune` runs) over the decoded-image cache of
   `repro.datasets.cache` (built once, its build time printed apart), uint8 tensor transforms, channels_last and the
-  protocol's amp setting (`--amp`, default auto: bf16 autocast on CUDA, fp32 on CPU; `--amp bf16` measures bf16
-  autocast on a CPU too, which pays off where the CPU has bf16 matrix units, e.g. Intel AMX).
+  protocol's `finetune.precision` (`--precision`, default fp32 as the authors' script; bf16: bf16 autocast on a
+  CUDA GPU, fp32 on a CPU).
   With `--ddp N` our loop runs as `repro finetune --ddp N` does (repro.ddp): N processes under torchrun with
   `--threads / N` threads each, the same global batch split between them, gloo on CPU; the baseline stays one
   process on `--threads` threads, as the authors' script on one machine. Images/s is then all ranks' images over
@@ -45,7 +46,7 @@ from repro.datasets.transforms import train_transform
 from repro.metrics import accuracy
 from repro.models import build_model, normalization
 from repro.plan import THROUGHPUT_COLUMNS
-from repro.train import Protocol, predict, resolve_amp, resolve_device, train_config
+from repro.train import Protocol, predict, resolve_device, resolve_precision, train_config
 
 NAMES = {"mobilenet_v3_small": "torchvision/mobilenet_v3_small.IMAGENET1K_V1",
          "resnet50": "torchvision/resnet50.IMAGENET1K_V1"}
@@ -113,13 +114,13 @@ def baseline_rate(model_name: str, root: Path, names: list[str], labels: torch.T
 
 
 def ours_rate(model_name: str, cache, labels: torch.Tensor, size: int, batch: int, epochs: int,
-              device: str, amp: str = "auto") -> float:
+              device: str, precision: str = "fp32") -> float:
     mean, std = normalization(model_name)
     train = CachedDataset(cache, range(len(labels)), labels, train_transform(DATASETS["cassava"], size, mean, std))
     tiny = TensorDataset(torch.zeros(2, 3, size, size), torch.zeros(2, dtype=torch.int64))  # eval is not timed
     splits, targets = {"train": train, "val": tiny}, {"val": np.zeros(2, dtype=np.int64)}
     protocol = Protocol(epochs=1, batch_size=batch, optimizer="adamw", adamw_wd_over_lr=True, schedule="cosine",
-                        seed=0, device=device, amp=amp, channels_last=True)
+                        seed=0, device=device, precision=precision, channels_last=True)
     warm = torch.utils.data.Subset(train, range(batch))  # one untimed batch, as for the baseline
     train_config(lambda: build_model(model_name, CLASSES), {**splits, "train": warm}, targets, protocol, 1e-3, 1e-4,
                  accuracy, select="val", report="val")
@@ -137,7 +138,7 @@ def ours_ddp_rate(args: argparse.Namespace, short: str, tmp: Path) -> float:
 
     command = torchrun_command(args.ddp, ["--worker", str(tmp), "--models", short, "--size", str(args.size),
                                           "--images", str(args.images), "--epochs", str(args.epochs), "--batch",
-                                          str(args.batch), "--device", args.device, "--amp", args.amp],
+                                          str(args.batch), "--device", args.device, "--precision", args.precision],
                                program=[str(Path(__file__).resolve())])
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, args.threads // args.ddp))}
     done = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -158,7 +159,7 @@ def worker(args: argparse.Namespace) -> None:
     labels = torch.arange(args.images) % CLASSES
     with process_group(args.device) as dist:
         rate = ours_rate(NAMES[args.models[0]], cache, labels, args.size, args.batch, args.epochs, args.device,
-                         args.amp)
+                         args.precision)
         if dist.main:
             print(f"RATE {rate}", flush=True)
 
@@ -196,8 +197,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"],
-                        help="our loop's autocast setting (the baseline is fp32, as the authors' script)")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                        help="our loop's finetune.precision (the baseline is fp32, as the authors' script)")
     parser.add_argument("--device-kind", default=None, help="name for the table [default: cpu or cuda-<gpu>]")
     parser.add_argument("--table", type=Path, default=None, help="append the rates to this throughput CSV")
     parser.add_argument("--ddp", type=int, default=1, help="our loop in N processes, as `repro finetune --ddp N`")
@@ -221,20 +222,20 @@ def main() -> None:
                               progress=None)
         build = time.perf_counter() - started
         print(f"{args.images} JPEGs 800x600, {args.size} px, batch {args.batch}, {args.epochs} epochs, "
-              f"{args.threads} torch thread(s), device {device} ({cpu_name()}), our amp {args.amp}"
+              f"{args.threads} torch thread(s), device {device} ({cpu_name()}), our precision {args.precision}"
               f"{f', ours in {args.ddp} DDP processes' if args.ddp > 1 else ''}; "
               f"cache built once in {build:.1f} s")
         for short in args.models:
             name = NAMES[short]
             base = baseline_rate(name, root, names, labels, args.size, args.batch, args.epochs, device)
             ours = (ours_ddp_rate(args, short, Path(tmp)) if args.ddp > 1 else
-                    ours_rate(name, cache, labels, args.size, args.batch, args.epochs, str(device), args.amp))
+                    ours_rate(name, cache, labels, args.size, args.batch, args.epochs, str(device), args.precision))
             evaluation = eval_rate(name, args.images, args.size, str(device))
             print(f"{short:20s} baseline {base:8.2f} img/s   ours {ours:8.2f} img/s   ratio {ours / base:5.2f}x   "
                   f"(eval {evaluation:8.2f} img/s)",
                   flush=True)
             rows.append({"model": name, "device": kind, "image_size": args.size, "batch_size": args.batch,
-                         "amp": "off" if resolve_amp(args.amp, device) is None else "bf16",
+                         "amp": "off" if resolve_precision(args.precision, device) is None else "bf16",
                          "train_img_s": round(ours, 2),
                          "eval_img_s": round(evaluation, 2),
                          "source": f"benchmarks/finetune_throughput.py {time.strftime('%Y-%m-%d')}"})

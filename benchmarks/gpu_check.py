@@ -321,6 +321,10 @@ def steady(epochs: list[dict]) -> dict:
             "timed_seconds": round(seconds, 3), "warmup_seconds": round(epochs[0]["seconds"], 3) if epochs else None}
 
 
+# The throughput table's `amp` column (off | bf16) as repro's finetune.precision: bf16 autocasts on CUDA only.
+PRECISION = {"off": "fp32", "bf16": "bf16"}
+
+
 def our_run(cfg: Config, work: Path, model: str, amp: str, *, compile_: bool = False, train=None,
             heldout=None, epochs: int | None = None, deterministic: bool = False, seed: int = 0) -> dict:
     """Train with repro.train.train_config; per-epoch images and seconds from its own accounting."""
@@ -337,8 +341,8 @@ def our_run(cfg: Config, work: Path, model: str, amp: str, *, compile_: bool = F
         heldout = torch.utils.data.TensorDataset(torch.zeros(2, 3, cfg.size, cfg.size), torch.zeros(2).long())
     targets = np.asarray(heldout.targets if hasattr(heldout, "targets") else heldout.tensors[1])
     protocol = Protocol(epochs=epochs or cfg.epochs, batch_size=cfg.batch, optimizer="adamw", adamw_wd_over_lr=True,
-                        schedule="cosine", seed=seed, device=cfg.device, num_workers=cfg.workers, amp=amp,
-                        channels_last=True, compile=compile_, deterministic=deterministic)
+                        schedule="cosine", seed=seed, device=cfg.device, num_workers=cfg.workers,
+                        precision=PRECISION[amp], channels_last=True, compile=compile_, deterministic=deterministic)
     set_deterministic(deterministic)  # as run_grid does: cudnn.benchmark on unless deterministic
     per_epoch: list[dict] = []
     last = {"images": 0, "seconds": 0.0}
@@ -409,16 +413,16 @@ def eval_rate(cfg: Config, model: str, amp: str) -> float:
     import torch
 
     from repro.models import build_model
-    from repro.train import predict, resolve_amp, resolve_device
+    from repro.train import predict, resolve_device, resolve_precision
 
     device = resolve_device(cfg.device)
     net = build_model(model, CLASSES, image_size=cfg.size).to(device, memory_format=torch.channels_last)
     count = 4 * cfg.batch
     data = torch.utils.data.TensorDataset(torch.randn(count, 3, cfg.size, cfg.size), torch.zeros(count).long())
-    dtype = resolve_amp(amp, device)
-    predict(net, torch.utils.data.Subset(data, range(cfg.batch)), device, False, amp=dtype)  # warm-up
+    dtype = resolve_precision(PRECISION[amp], device)
+    predict(net, torch.utils.data.Subset(data, range(cfg.batch)), device, False, dtype=dtype)  # warm-up
     started = time.perf_counter()
-    predict(net, data, device, False, amp=dtype)
+    predict(net, data, device, False, dtype=dtype)
     return round(count / (time.perf_counter() - started), 2)
 
 
@@ -478,7 +482,8 @@ def part_throughput(model: str):
 
 
 def part_precision(cfg: Config, work: Path, record: dict, save) -> None:
-    """fp32 and bf16 autocast from the same seed, deterministic kernels: only the precision differs."""
+    """fp32 and bf16 autocast from the same seed, deterministic kernels: only the precision differs (on a GPU; in
+    --smoke on a CPU finetune.precision bf16 is fp32, so the two runs are the same)."""
     from repro.datasets.cache import CachedDataset
     from repro.datasets.transforms import eval_transform
     from repro.models import normalization

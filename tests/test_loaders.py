@@ -119,7 +119,7 @@ def test_cache_is_built_once_atomically_and_gives_the_decoded_pixels(tmp_path, m
     assert calls[-1] == (len(APTOS_LABELS), len(APTOS_LABELS)) and cached.cache.parent == tmp_path / "c"
     assert [p.name for p in (tmp_path / "c").iterdir()] == [cached.cache.name]  # no temp folder left
     meta = json.loads((cached.cache / "meta.json").read_text())
-    assert meta["size"] == 16 and meta["images"] == len(APTOS_LABELS)
+    assert meta["short_side"] == "fixed 16" and meta["images"] == len(APTOS_LABELS)
     store = cache.ImageCache(cached.cache)
     assert tuple(store.image(store.position[ids[3]]).shape) == (3, 16, 21)  # shorter side 30 -> 16
     assert tuple(store.image(store.position[ids[0]]).shape) == (3, 4, 4)  # never upsampled
@@ -169,7 +169,9 @@ def test_finetune_runs_on_each_published_format(tmp_path, name, monkeypatch, tin
     assert len([k for k in out.predictions[0] if k.startswith("score_")]) == spec.num_classes
     if name == "hpa":  # multi-label: targets recorded as their label ids
         assert out.predictions[0]["target"] == "5"
-    assert len(list((tmp_path / "cache").iterdir())) == 1
+    # cache_short_side auto: the training images in one cache, the evaluation images at the input size in another
+    assert tiny_params.cache_short_side == "auto" and len(list((tmp_path / "cache").iterdir())) == 2
+    assert record["train_cache"].startswith("auto") and record["exif_applied"] == spec.reader_applies_exif
 
 
 def test_cached_datasets_load_in_dataloader_worker_processes(tmp_path, monkeypatch):

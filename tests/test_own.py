@@ -183,7 +183,8 @@ def test_cli_own_folder_prepare_and_finetune_in_a_checkout(checkout, tmp_path):
     assert "done timm/test_efficientnet.r160_in1k on pets: accuracy" in done.stdout
     record = json.loads(next(checkout.glob("results/runs/**/pets/run.json")).read_text())
     assert record["config"]["image_size"] == 32 and record["config"]["channel_order"] == "rgb"
-    assert len(list((checkout / "data/cache").iterdir())) == 2  # .gitignore and one cache
+    # .gitignore, the training images' cache (cache_short_side auto) and the evaluation images' (at the input size)
+    assert len(list((checkout / "data/cache").iterdir())) == 3
     shutil.rmtree(tmp_path / "pets")
     done = run([REPRO, "data", "verify", "pets"], checkout, check=False)
     assert done.returncode == 1 and f"{tmp_path}/pets: not a folder" in done.stderr

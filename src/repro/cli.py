@@ -585,7 +585,7 @@ def plan(
         return
     rates = planning.read_throughput(throughput)
     planning.measured_devices(rates, device, throughput)
-    amp = planning.plan_amp(fp.amp, device)
+    amp = planning.throughput_precision(fp.precision, device)
     resolved = planning.resolve_plan(p)
     sizes = {d: planning.split_sizes(d, layout.split_file(d)) for d in fp.datasets}
     estimate = planning.estimate(resolved, sizes, rates, device, amp)

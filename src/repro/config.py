@@ -72,10 +72,26 @@ class FinetuneParams:
     protocol: Literal["paper", "strict"]
     strict_val_fraction: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
     selection: Literal["best_epoch", "last_epoch"]  # best_epoch: the paper's best validation epoch per config
-    amp: Literal["auto", "bf16", "off"]  # auto: bf16 autocast on CUDA where supported, fp32 elsewhere
+    # fp32: no autocast on any device, as the authors' sample_train.py ran. bf16: bf16 autocast on CUDA where the
+    # GPU supports it, fp32 elsewhere (CPU); run.json records which one a run used ("precision_used").
+    precision: Literal["fp32", "bf16"]
     channels_last: StrictBool
     compile: StrictBool  # torch.compile the model (GPU runs; compile time dominates small CPU runs)
     deterministic: StrictBool  # deterministic kernels: on CPU a resumed run then equals an uninterrupted one
+    # imagenet: the ImageNet mean/std for every model, as every one of the authors' datasets/*.py normalizes
+    # (e.g. datasets/aptos.py:56-57). weights: each weight file's own preprocessing config (repro.models).
+    normalization: Literal["imagenet", "weights"]
+    # Models whose patch embedding fixes the input size (ModelSpec.fixed_input_size: the DeiTs). authors: built
+    # without img_size as sample_train.py:56,58 does, so trained and evaluated at the model's own size (224);
+    # resample: built at the dataset's size with resampled position embeddings.
+    fixed_input_size: Literal["authors", "resample"]
+    # Shorter side of the cached training images (repro.datasets.cache). auto: the smallest side at which no
+    # RandomResizedCrop of the dataset's scale/ratio range is upsampled, never above the image's own; an int: that
+    # side (the training size itself stores images as the eval transform sees them).
+    cache_short_side: Literal["auto"] | Annotated[StrictInt, Field(ge=MIN_IMAGE_SIZE, le=MAX_IMAGE_SIZE)]
+    # authors: apply a JPEG's EXIF orientation for the datasets the authors read with cv2.imread (which applies it:
+    # CCT-20, APTOS, HPA, Melanoma, Cassava), not for EuroSAT (read with PIL, which does not); never / always.
+    exif: Literal["authors", "never", "always"]
     # "bgr" feeds CCT-20, APTOS, HPA and Melanoma with channels reversed, as the authors' cv2.imread loaders did
     # (PAPER.md section 4); the other datasets are RGB either way (repro.datasets.loaders).
     channel_order: Literal["rgb", "bgr"] = "rgb"

@@ -55,6 +55,7 @@ class Preprocessing:
     std: tuple[float, ...]
     resize: str = "Resize(image_size) + CenterCrop(image_size), RGB scaled to [0, 1], then Normalize(mean, std)"
     channel_order: str = "rgb"  # "bgr": channels reversed, as the authors' OpenCV loaders fed them (PAPER.md 4)
+    exif: bool = False  # True: each file's EXIF orientation applied, as the run read it (run.json exif_applied)
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,8 @@ def _entry_from(raw: dict, where: str) -> ManifestEntry:
             tolerance_reason=str(raw["tolerance_reason"]),
             preprocessing=Preprocessing(int(pre["image_size"]), tuple(float(x) for x in pre["mean"]),
                                         tuple(float(x) for x in pre["std"]),
-                                        channel_order=str(pre.get("channel_order", "rgb"))),
+                                        channel_order=str(pre.get("channel_order", "rgb")),
+                                        exif=pre.get("exif", False)),
             num_classes=int(raw["num_classes"]), source=dict(raw.get("source") or {}))
     except KeyError as exc:
         raise ReproError(f"{where}: missing field {exc.args[0]!r}") from None
@@ -115,6 +117,8 @@ def _entry_from(raw: dict, where: str) -> ManifestEntry:
 
     if entry.preprocessing.channel_order not in CHANNEL_ORDERS:
         problems.append(f"preprocessing.channel_order {entry.preprocessing.channel_order!r} is not 'rgb' or 'bgr'")
+    if not isinstance(entry.preprocessing.exif, bool):
+        problems.append(f"preprocessing.exif {entry.preprocessing.exif!r} is not true or false")
     if entry.format not in (SAFETENSORS, PICKLE):
         problems.append(f"format {entry.format!r} is not {SAFETENSORS!r} or {PICKLE!r}")
     if not entry.urls:
@@ -169,6 +173,8 @@ def preprocessing_as_dict(pre: Preprocessing) -> dict:
     out = {"image_size": pre.image_size, "mean": list(pre.mean), "std": list(pre.std), "resize": pre.resize}
     if pre.channel_order != "rgb":
         out["channel_order"] = pre.channel_order
+    if pre.exif:  # likewise: absent means not applied
+        out["exif"] = True
     return out
 
 
@@ -382,7 +388,7 @@ def report_split(dataset: str, split: str, pre: Preprocessing, data_dir: Path, s
     from repro.datasets.loaders import eval_split
 
     return eval_split(DATASETS[dataset], split_file, data_dir, split, pre.image_size, pre.mean, pre.std,
-                      channel_order=pre.channel_order)
+                      channel_order=pre.channel_order, exif="always" if pre.exif else "never")
 
 
 def predict_scores(net: nn.Module, dataset, multilabel: bool, device: str = "cpu"):

@@ -152,8 +152,36 @@ def get_spec(name: str) -> ModelSpec:
     return MODELS[name]
 
 
-def normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) from the weights' own preprocessing config, never retyped here (DESIGN.md house style 4)."""
+FIXED_INPUT_RULES = ("authors", "resample")
+
+
+def input_size(name: str, dataset_size: int, rule: str) -> tuple[int, int | None]:
+    """(the size model `name` trains and evaluates at, the `img_size` to build it with) for a dataset of input
+    size `dataset_size` under `finetune.fixed_input_size` = `rule`. A model whose patch embedding fixes its input
+    size (ModelSpec.fixed_input_size, the DeiTs) is, under "authors", built without img_size as the authors'
+    sample_train.py:56,58 builds it, so it runs at its own size (224); under "resample" it is built at the
+    dataset's size with resampled position embeddings. Every other model runs at the dataset's size."""
+    if rule not in FIXED_INPUT_RULES:
+        raise ValueError(f"finetune.fixed_input_size: {rule!r} is not one of {', '.join(FIXED_INPUT_RULES)}")
+    spec = MODELS[name]
+    if spec.fixed_input_size and rule == "authors":
+        return spec.input_size, None
+    return dataset_size, dataset_size
+
+
+# The ImageNet mean/std every one of the authors' loaders normalizes with, whatever the model (their datasets/*.py,
+# e.g. aptos.py:56-57); `finetune.normalization: imagenet`.
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+NORMALIZATIONS = ("imagenet", "weights")
+
+
+def normalization(name: str, rule: str = "weights") -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of model `name` under `finetune.normalization` = `rule`: "imagenet" is ImageNet's for every model
+    (the authors'), "weights" the weights' own preprocessing config, never retyped here (DESIGN.md house style 4)."""
+    if rule == "imagenet":
+        return IMAGENET_MEAN, IMAGENET_STD
+    if rule != "weights":
+        raise ValueError(f"finetune.normalization: {rule!r} is not one of {', '.join(NORMALIZATIONS)}")
     spec = MODELS[name]
     library, _, weights = (spec.preprocessing or f"{spec.library}:{spec.weights}").partition(":")
     if library == "torchvision":

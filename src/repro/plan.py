@@ -46,13 +46,14 @@ def resolve_plan(p: Params, models: Sequence[str] | None = None, datasets: Seque
     from repro import models as zoo
     from repro.datasets import DATASETS
     from repro.study import STRICT_SPLIT
-    from repro.train import STEP_MILESTONES, resolve_amp, resolve_device
+    from repro.datasets.loaders import cache_rule, effective_exif
+    from repro.train import STEP_MILESTONES, resolve_device, resolve_precision
 
     fp = p.finetune
     models = list(models or fp.models)
     datasets = list(datasets or fp.datasets)
     device = resolve_device(fp.device)
-    amp = resolve_amp(fp.amp, device)
+    dtype = resolve_precision(fp.precision, device)
     if fp.optimizer == "adamw":
         optimizer = ("AdamW, weight_decay handed to torch = wd / lr (the authors' quirk)" if fp.adamw_wd_over_lr
                      else "AdamW, weight_decay = wd")
@@ -80,7 +81,23 @@ def resolve_plan(p: Params, models: Sequence[str] | None = None, datasets: Seque
         "init": "ImageNet-pretrained weights, sha256-verified" if fp.pretrained else "random init",
         "seed": fp.seed,
         "device": str(device),
-        "mixed precision": "bf16 autocast" if amp is not None else "off (fp32)",
+        "precision": (f"{fp.precision}: " + ("bf16 autocast" if dtype is not None else "fp32, no autocast")
+                      + ("" if fp.precision == "fp32" or dtype is not None else f" (bf16 autocasts on CUDA only, "
+                                                                                 f"this is {device})")),
+        "normalization": (f"{fp.normalization}: " + ("the ImageNet mean/std for every model (the authors')"
+                                                     if fp.normalization == "imagenet"
+                                                     else "each weight file's own mean/std")),
+        "fixed input size": (f"{fp.fixed_input_size}: " + (
+            "a model whose patch embedding fixes its input size is built without img_size and trained and "
+            "evaluated at its own size (the authors')" if fp.fixed_input_size == "authors" else
+            "such a model is built at the dataset's size with resampled position embeddings")),
+        "cache short side": (f"{fp.cache_short_side}: " + (
+            "training images cached at the smallest shorter side at which no RandomResizedCrop is upsampled "
+            "(never above the image's own)" if fp.cache_short_side == "auto" else
+            f"training images cached at shorter side {fp.cache_short_side} (never upscaled)")),
+        "exif": (f"{fp.exif}: " + {"authors": "EXIF orientation applied where the authors' cv2.imread applied it",
+                                   "never": "EXIF orientation never applied",
+                                   "always": "EXIF orientation always applied"}[fp.exif]),
         "memory format": "channels_last" if fp.channels_last else "contiguous",
         "torch.compile": fp.compile,
         "deterministic kernels": fp.deterministic,
@@ -91,6 +108,8 @@ def resolve_plan(p: Params, models: Sequence[str] | None = None, datasets: Seque
         spec = DATASETS[name]
         size = fp.image_size or spec.image_size
         flips = [f for f, on in (("horizontal flip", spec.hflip), ("vertical flip", spec.vflip)) if on]
+        rule = cache_rule(spec, size, fp.cache_short_side)
+        square = rule.side(1 << 20, 1 << 20)  # the side a large square image is cached at
         rows.append({
             "dataset": name,
             "classes": spec.num_classes,
@@ -99,22 +118,34 @@ def resolve_plan(p: Params, models: Sequence[str] | None = None, datasets: Seque
             "select on": STRICT_SPLIT if fp.protocol == "strict" else spec.select_split,
             "report": spec.report_split,
             "image size": size,
-            "train transform": f"RandomResizedCrop({size}, scale={spec.crop_scale})"
+            "train transform": f"RandomResizedCrop({size}, scale={spec.crop_scale}, "
+                               f"ratio=({spec.crop_ratio[0]:.4g}, {spec.crop_ratio[1]:.4g}))"
                                + "".join(f" + {f}" for f in flips),
+            "training images": f"cached at shorter side {square} for a square image ({rule.describe()}); "
+                               "smaller images as they are",
             "eval transform": f"Resize({size}) + CenterCrop({size})",
             "channel order": _channel_order(fp, name),
+            "fixed-input models": ", ".join(
+                f"{m} at {zoo.input_size(m, size, fp.fixed_input_size)[0]}" for m in models
+                if zoo.MODELS[m].fixed_input_size) or "none in this plan",
+            "EXIF orientation": ("applied" if effective_exif(spec, fp.exif) else "not applied")
+                                + (" (the authors read with cv2.imread)" if spec.reader_applies_exif
+                                   else " (the authors read with PIL)" if spec.raw_format else ""),
         })
     model_rows = []
     for name in models:
         spec = zoo.MODELS[name]
-        mean, std = zoo.normalization(name)
-        sizes = sorted({fp.image_size or DATASETS[d].image_size for d in datasets})
+        mean, std = zoo.normalization(name, fp.normalization)
+        sizes = sorted({zoo.input_size(name, fp.image_size or DATASETS[d].image_size, fp.fixed_input_size)[0]
+                        for d in datasets})
+        fixed = ("" if not spec.fixed_input_size else " (built without img_size: its own size, train and eval)"
+                 if fp.fixed_input_size == "authors" else " (built at that size, position embeddings resampled)")
         model_rows.append({
             "model": name,
             # what the run will record: a top-1 only for a run that loads ImageNet weights (repro.study.init_record)
             "ImageNet top-1": spec.top1 if fp.pretrained and spec.has_weights else None,
             "init": "ImageNet weights, sha256-verified" if fp.pretrained and spec.has_weights else "random init",
-            "image size": ", ".join(map(str, sizes)) + (" (built at that size)" if spec.fixed_input_size else ""),
+            "image size": ", ".join(map(str, sizes)) + fixed,
             "normalization": f"mean {[round(m, 4) for m in mean]}, std {[round(s, 4) for s in std]}",
             "head": (("timm classifier reset to" if spec.library == "timm" else f"{spec.head} replaced by")
                      + (" pool + linear" if spec.head_kind == "pool_linear" else " a new layer of its kind")
@@ -167,12 +198,11 @@ def measured_devices(table: Sequence[dict], device: str, path: Path) -> None:
                          "(GPU) or `python benchmarks/finetune_throughput.py --table` (CPU) first")
 
 
-def plan_amp(amp: str, device: str) -> str:
-    """The table's amp column the study would train with on a device kind: `auto` is bf16 on CUDA (where
-    repro.train.resolve_amp enables it on any bf16-capable GPU), fp32 ("off") elsewhere."""
-    if amp == "auto":
-        return "bf16" if device.startswith("cuda") else "off"
-    return amp
+def throughput_precision(precision: str, device: str) -> str:
+    """The throughput table's `amp` column (bf16 | off) the study would train with on a device kind under
+    `finetune.precision`: bf16 on CUDA (repro.train.resolve_precision enables it on any bf16-capable GPU), fp32
+    ("off") for fp32 and on every other device."""
+    return "bf16" if precision == "bf16" and device.startswith("cuda") else "off"
 
 
 def _rate(table: Sequence[dict], model: str, device: str, size: int, amp: str | None = None) -> dict | None:

@@ -141,7 +141,7 @@ def export(ref: RunRef, target: Path, *, base_url: str | None = None, manifest_d
     if not Path(ref.split_file).is_file():
         raise ReproError(f"{ref.split_file}: missing split file; run `repro data prepare {dataset}`")
     pre = Preprocessing(int(config["image_size"]), tuple(config["mean"]), tuple(config["std"]),
-                        channel_order=config.get("channel_order", "rgb"))
+                        channel_order=config.get("channel_order", "rgb"), exif=bool(record.get("exif_applied", False)))
     tol, reason = tolerance_for(record["metric"], run_dir / PREDICTIONS_FILE, tolerance)
     if ref.data_dir is not None:
         value, drift = recheck(net, record, ref, pre, spec.multilabel)

@@ -116,10 +116,13 @@ def resolved_config(model: str, dataset: str, fp: FinetuneParams) -> dict:
     from repro.datasets.loaders import effective_channel_order
 
     spec = DATASETS[dataset]
-    mean, std = models.normalization(model)
+    mean, std = models.normalization(model, fp.normalization)
+    size, _ = models.input_size(model, fp.image_size or spec.image_size, fp.fixed_input_size)
+    # the fidelity switches (docs/fidelity.md) as set, so a run under another value is another run
     keys = ("epochs", "batch_size", "optimizer", "adamw_wd_over_lr", "schedule", "seed", "lrs", "wds", "protocol",
-            "selection", "amp", "channels_last", "compile", "deterministic", "pretrained")
-    config = {"image_size": fp.image_size or spec.image_size, "mean": list(mean), "std": list(std),
+            "selection", "precision", "channels_last", "compile", "deterministic", "pretrained", "normalization",
+            "fixed_input_size", "cache_short_side", "exif")
+    config = {"image_size": size, "mean": list(mean), "std": list(std),
               "grid": len(fp.lrs) * len(fp.wds), **{k: getattr(fp, k) for k in keys},
               "channel_order": effective_channel_order(spec, fp.channel_order)}
     if fp.protocol == "strict":
@@ -172,7 +175,7 @@ def finetune(model: str, dataset: str, fp: FinetuneParams, data_dir: Path, split
     from repro.datasets.loaders import build_splits
     from repro.metrics import METRICS
     from repro.splits import read_split, render
-    from repro.train import Protocol, StateStore, fingerprint, resolve_device, run_grid
+    from repro.train import Protocol, StateStore, fingerprint, resolve_device, resolve_precision, run_grid
 
     spec = DATASETS[dataset]
     model_spec = models.get_spec(model)
@@ -194,18 +197,21 @@ def finetune(model: str, dataset: str, fp: FinetuneParams, data_dir: Path, split
         if dist.active and not dist.main:
             ddp.barrier()  # rank 0 builds the decoded-image cache; the others then open it
         data = build_splits(spec, split_path, data_dir, size, mean, std, channel_order=fp.channel_order,
-                            cache_root=cache_root, progress=on_cache if dist.main else None)
+                            cache_root=cache_root, progress=on_cache if dist.main else None, exif=fp.exif,
+                            cache_short_side=fp.cache_short_side)
         if dist.active and dist.main:
             ddp.barrier()
     datasets, targets = data.datasets, data.targets
     protocol = Protocol(epochs=fp.epochs, batch_size=fp.batch_size, optimizer=fp.optimizer,
                         adamw_wd_over_lr=fp.adamw_wd_over_lr, schedule=fp.schedule, seed=fp.seed,
-                        device=fp.device, num_workers=fp.num_workers, selection=fp.selection, amp=fp.amp,
+                        device=fp.device, num_workers=fp.num_workers, selection=fp.selection, precision=fp.precision,
                         channels_last=fp.channels_last, compile=fp.compile, deterministic=fp.deterministic)
     weights_dir = Path(fp.weights_dir) if fp.weights_dir else None
 
+    _, build_size = models.input_size(model, fp.image_size or spec.image_size, fp.fixed_input_size)
+
     def build():
-        return models.build_model(model, spec.num_classes, pretrained=fp.pretrained, image_size=size,
+        return models.build_model(model, spec.num_classes, pretrained=fp.pretrained, image_size=build_size,
                                   weights_dir=weights_dir, lock_file=weights_lock)
 
     grid = [(lr, wd) for lr in fp.lrs for wd in fp.wds]
@@ -234,6 +240,10 @@ def finetune(model: str, dataset: str, fp: FinetuneParams, data_dir: Path, split
                      "curve": r.curve} for r in results],
         "config": config,
         "device": str(resolve_device(fp.device)),
+        # what the run actually computed in (finetune.precision bf16 is fp32 on a CPU) and how its images were read
+        "precision_used": "fp32" if resolve_precision(fp.precision, resolve_device(fp.device)) is None else "bf16",
+        "exif_applied": data.exif,
+        "train_cache": data.cache_short_side,
         "train_seconds": round(seconds, 3),
         "train_images": images,
         "train_images_per_second": round(images / seconds, 1) if seconds else None,

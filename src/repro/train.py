@@ -47,7 +47,7 @@ class Protocol:
     device: str = "cpu"
     num_workers: int = 0
     selection: str = "best_epoch"  # "best_epoch" (the paper) | "last_epoch"
-    amp: str = "auto"  # "auto": bf16 on CUDA where supported, off elsewhere | "bf16" | "off"
+    precision: str = "fp32"  # "fp32": no autocast anywhere (the authors') | "bf16": bf16 autocast on CUDA
     channels_last: bool = True
     compile: bool = False
     deterministic: bool = False
@@ -108,15 +108,25 @@ def resolve_device(device: str, where: str = "finetune.device") -> torch.device:
     return torch.device(device)
 
 
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for full fp32. bf16 needs no loss scaling, so it is the only one offered."""
-    if amp == "off":
+PRECISIONS = ("fp32", "bf16")
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype under `finetune.precision`, or None for full fp32 (no autocast is entered at all).
+    "bf16" autocasts on a CUDA device that supports bf16 and is fp32 elsewhere (a CPU); bf16 needs no loss scaling,
+    so it is the only reduced precision offered."""
+    if precision == "fp32":
         return None
-    if amp == "bf16":
-        return torch.bfloat16
-    if amp == "auto":
+    if precision == "bf16":
         return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    raise ValueError(f"unknown amp setting {amp!r}")
+    raise ValueError(f"finetune.precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """torch.autocast for `dtype`, or no context at all for fp32 (so fp32 never enters autocast)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def set_deterministic(on: bool) -> None:
@@ -151,7 +161,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, protocol: Protocol):
 
 
 def predict(model: nn.Module, dataset, device: torch.device, multilabel: bool, batch_size: int = 256, *,
-            channels_last: bool = True, amp: torch.dtype | None = None, dist: Dist = SINGLE) -> np.ndarray:
+            channels_last: bool = True, dtype: torch.dtype | None = None, dist: Dist = SINGLE) -> np.ndarray:
     """Class probabilities (N, C) in dataset order. Across ranks (`dist`), each predicts its shard and every rank
     gets all rows (repro.ddp.gather_rows)."""
     if dist.active:
@@ -160,14 +170,14 @@ def predict(model: nn.Module, dataset, device: torch.device, multilabel: bool, b
         from repro.ddp import gather_rows, shard
 
         part = predict(model, Subset(dataset, shard(len(dataset), dist)), device, multilabel, batch_size,
-                       channels_last=channels_last, amp=amp)
+                       channels_last=channels_last, dtype=dtype)
         return gather_rows(part, len(dataset), dist)
     if len(dataset) == 0:  # a rank's shard of a split smaller than the world
         return np.zeros((0, _outputs(model)), dtype=np.float32)
     model.eval()
     outputs = []
     memory = torch.channels_last if channels_last else torch.contiguous_format
-    with torch.inference_mode(), torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+    with torch.inference_mode(), autocast(device, dtype):
         for images, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
             logits = model(images.to(device, memory_format=memory)).float()
             outputs.append((logits.sigmoid() if multilabel else logits.softmax(dim=1)).cpu())
@@ -323,7 +333,7 @@ def train_config(
     device = resolve_device(protocol.device)
     if dist.active and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)  # one GPU per process
-    amp = resolve_amp(protocol.amp, device)
+    dtype = resolve_precision(protocol.precision, device)
     memory = torch.channels_last if protocol.channels_last else torch.contiguous_format
     torch.manual_seed(protocol.seed)  # same init and data order for every config of a grid
     model = build().to(device, memory_format=memory)
@@ -369,7 +379,7 @@ def train_config(
         for images, labels in loader:
             images = images.to(device, non_blocking=True, memory_format=memory)
             labels = labels.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
+            with autocast(device, dtype):
                 logits = forward(images)
             loss = loss_fn(logits.float(), labels.float() if multilabel else labels)
             if dist.active:  # the batch's loss sum and size over all ranks; a NaN on any rank stops every rank
@@ -395,7 +405,7 @@ def train_config(
             break
         scheduler.step()
         scores = {name: predict(evaluate, splits[name], device, multilabel, channels_last=protocol.channels_last,
-                                amp=amp, dist=dist) for name in dict.fromkeys((select, report))}
+                                dtype=dtype, dist=dist) for name in dict.fromkeys((select, report))}
         record = {
             "epoch": epoch,
             "train_loss": total / max(count, 1),

@@ -23,6 +23,8 @@ class DatasetSpec:
     report_split: str  # split whose metric is reported
     image_size: int  # model input size (the paper's: 256, EuroSAT 224)
     crop_scale: tuple[float, float] = (0.65, 1.0)  # RandomResizedCrop scale (PAPER.md section 4)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # RandomResizedCrop aspect range (torchvision's default, the
+    # authors' too: their datasets/*.py pass only scale)
     hflip: bool = True
     vflip: bool = False
     multilabel: bool = False
@@ -34,6 +36,9 @@ class DatasetSpec:
     # The authors' loader reads with cv2.imread and never converts BGR to RGB (PAPER.md section 4): CCT-20,
     # APTOS, HPA, Melanoma. `finetune.channel_order: bgr` reproduces that for these datasets only.
     opencv_read: bool = False
+    # The authors' loader reads with cv2.imread, which applies a JPEG's EXIF orientation (CCT-20, APTOS, HPA,
+    # Melanoma, Cassava; EuroSAT is read by PIL, which does not). `finetune.exif: authors` follows this flag.
+    reader_applies_exif: bool = False
     root: str = ""  # a user's own dataset (repro.datasets.own): the folder its image ids are relative to
 
     @property
@@ -57,27 +62,28 @@ def _kaggle(kind: str, slug: str, name: str) -> str:
 # single held-out split, used both to select and to report (their loaders return only train and one split).
 for _spec in (
     DatasetSpec("cct20", "CCT-20", tuple(str(c) for c in (1, 3, 5, 6, 7, 8, 9, 10, 11, 16, 21, 33, 34, 51, 99)),
-                "accuracy", "cis_val", "cis_test", 256, opencv_read=True,
+                "accuracy", "cis_val", "cis_test", 256, opencv_read=True, reader_applies_exif=True,
                 source="LILA Caltech Camera Traps, ECCV'18 subset (eccv_18_annotation_files, eccv_18_all_images_sm)",
                 license="CDLA-Permissive-1.0 (LILA)",
                 fetch_hint="`repro data fetch cct20`, or download the ECCV'18 annotation files and images "
                            "from LILA (lila.science, Caltech Camera Traps) and unpack into data/raw/cct20"),
     DatasetSpec("aptos", "APTOS 2019", tuple("01234"), "quadratic_kappa", "heldout", "heldout", 256, opencv_read=True,
+                reader_applies_exif=True,
                 source="Kaggle competition aptos2019-blindness-detection", license="Kaggle competition rules",
                 fetch_hint=_kaggle("competition", "aptos2019-blindness-detection", "aptos")),
     DatasetSpec("hpa", "Human Protein Atlas", tuple(str(i) for i in range(28)), "macro_f1", "val", "test_val",
-                256, vflip=True, multilabel=True, opencv_read=True,
+                256, vflip=True, multilabel=True, opencv_read=True, reader_applies_exif=True,
                 source="Kaggle competition human-protein-atlas-image-classification",
                 license="Kaggle competition rules",
                 fetch_hint=_kaggle("competition", "human-protein-atlas-image-classification", "hpa")),
     DatasetSpec("melanoma", "SIIM-ISIC Melanoma", ("0", "1"), "roc_auc", "heldout", "heldout", 256, vflip=True,
-                opencv_read=True,
+                opencv_read=True, reader_applies_exif=True,
                 source="Kaggle datasets cdeotte/jpeg-melanoma-512x512 and cdeotte/jpeg-isic2019-512x512",
                 license="CC BY-NC 4.0 (ISIC archive)",
                 fetch_hint=_kaggle("dataset", "cdeotte/jpeg-melanoma-512x512", "melanoma") + "; likewise "
                            "cdeotte/jpeg-isic2019-512x512"),
     DatasetSpec("cassava", "Cassava Leaf Disease", tuple("01234"), "accuracy", "heldout", "heldout", 256,
-                vflip=True, source="Kaggle competition cassava-leaf-disease-classification",
+                vflip=True, reader_applies_exif=True, source="Kaggle competition cassava-leaf-disease-classification",
                 license="Kaggle competition rules",
                 fetch_hint=_kaggle("competition", "cassava-leaf-disease-classification", "cassava")),
     DatasetSpec("eurosat", "EuroSAT (RGB)", ("AnnualCrop", "Forest", "HerbaceousVegetation", "Highway",

@@ -4,6 +4,8 @@
   Anything else (a GIF renamed .png, say) is refused naming the file and the format it really is.
 - Size: the header is read before any pixel, and an image over MAX_PIXELS is refused with the limit stated, so a
   decompression bomb (a small file claiming 100,000 x 100,000 px) never allocates its pixels.
+- Orientation: a JPEG's EXIF orientation tag is applied only when the caller asks (`finetune.exif`), because the
+  authors' cv2.imread applied it for five datasets and their PIL reader did not for EuroSAT.
 - Bit depth: 16-bit greyscale (PNG mode I;16, or I) is scaled to 8 bits (value / 257, rounded), not clipped, so a
   16-bit scan keeps its contrast instead of turning white.
 Used by the training loaders, `repro data verify|prepare` and own data; exercised by `repro finetune`.
@@ -44,10 +46,11 @@ def _eight_bit(image):
     return Image.fromarray(np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8), mode="L")
 
 
-def decode(path: Path, mode: str = "RGB") -> np.ndarray:
+def decode(path: Path, mode: str = "RGB", exif: bool = False) -> np.ndarray:
     """The pixels of `path` in PIL mode `mode` ("RGB" or "L") as a uint8 array; ReproError naming the file when it
-    is missing, not an accepted format, too large, or does not decode."""
-    from PIL import Image
+    is missing, not an accepted format, too large, or does not decode. With `exif`, the file's EXIF orientation tag
+    is applied (rotated/mirrored upright, as cv2.imread does); without, the pixels are as stored (as PIL reads)."""
+    from PIL import Image, ImageOps
 
     path = Path(path)
     Image.MAX_IMAGE_PIXELS = None  # PIL's own bomb check would fire first, with its limit; ours, below, applies
@@ -63,6 +66,8 @@ def decode(path: Path, mode: str = "RGB") -> np.ndarray:
                                  "(a decompression bomb?); refused before decoding", "over the pixel limit")
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):
                 image = _eight_bit(image)
+            if exif:
+                image = ImageOps.exif_transpose(image)
             return np.asarray(image.convert(mode))
     except FileNotFoundError:
         raise ImageError(f"{path}: missing image", "missing") from None
@@ -99,8 +104,10 @@ def walk_images(top: Path) -> list[Path]:
     return [Path(folder, file) for folder, files in sorted(listed) for file in sorted(files)]
 
 
-def read_image(root: Path, paths: Sequence[str], channel_order: str = "rgb", image_id: str = "") -> np.ndarray:
-    """uint8 (H, W, 3) pixels of one id (see the module docstring); a ReproError names the file that fails."""
+def read_image(root: Path, paths: Sequence[str], channel_order: str = "rgb", image_id: str = "",
+               exif: bool = False) -> np.ndarray:
+    """uint8 (H, W, 3) pixels of one id (see the module docstring); a ReproError names the file that fails.
+    `exif`: apply each file's EXIF orientation (repro.datasets.loaders.effective_exif decides per dataset)."""
     where = f" (id {image_id})" if image_id else ""
     planes = []
     for relative in paths if len(paths) == 1 else paths[:3]:  # HPA: red, green, blue files, in that order
@@ -108,7 +115,7 @@ def read_image(root: Path, paths: Sequence[str], channel_order: str = "rgb", ima
         if not path.is_file():
             raise ReproError(f"{path}{where}: missing image; run `repro data verify` on {root}")
         try:
-            planes.append(decode(path, "RGB" if len(paths) == 1 else "L"))
+            planes.append(decode(path, "RGB" if len(paths) == 1 else "L", exif))
         except ReproError as exc:  # name the id as well as the file
             raise ReproError(str(exc).replace(f"{path}:", f"{path}{where}:", 1)) from None
     if len(planes) == 1:

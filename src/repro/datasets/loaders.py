@@ -22,6 +22,11 @@ channel_order (PAPER.md section 4): the CCT-20, APTOS, HPA and Melanoma loaders 
 convert BGR to RGB, so a faithful run feeds those four datasets' images with channels reversed ("bgr");
 Cassava converts and EuroSAT reads with PIL, so they are RGB whatever the setting. `effective_channel_order`
 says which order a dataset actually gets; the run record stores it.
+
+exif (`finetune.exif`): cv2.imread applies a JPEG's EXIF orientation, PIL does not. `authors` applies it for the
+datasets the authors read with cv2 (DatasetSpec.reader_applies_exif: CCT-20, APTOS, HPA, Melanoma, Cassava) and not
+for EuroSAT (torchvision's ImageFolder, PIL); `never` and `always` as named. `effective_exif` decides, and
+repro.datasets.images.read_image applies it.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ if TYPE_CHECKING:
     import torch
 
 CHANNEL_ORDERS = ("rgb", "bgr")
+EXIF_SETTINGS = ("authors", "never", "always")
 HPA_MODEL_CHANNELS = ("red", "green", "blue")  # the yellow file is dropped, as OpenCV's IMREAD_COLOR does
 EVAL_MEMORY_BYTES = 4 << 30  # eval crops kept in memory up to this size (CCT-20's cis_test at 256 px: 3.1 GB)
 
@@ -50,6 +56,27 @@ def effective_channel_order(spec: DatasetSpec, requested: str) -> str:
     if requested not in CHANNEL_ORDERS:
         raise ReproError(f"finetune.channel_order: {requested!r} is not one of {', '.join(CHANNEL_ORDERS)}")
     return requested if spec.opencv_read else "rgb"
+
+
+def effective_exif(spec: DatasetSpec, setting: str) -> bool:
+    """Whether dataset `spec`'s images get their EXIF orientation applied under `finetune.exif` = `setting`."""
+    if setting not in EXIF_SETTINGS:
+        raise ReproError(f"finetune.exif: {setting!r} is not one of {', '.join(EXIF_SETTINGS)}")
+    return setting == "always" or (setting == "authors" and spec.reader_applies_exif)
+
+
+def cache_rule(spec: DatasetSpec, size: int, setting: int | str | None):
+    """The decoded-image cache's resize rule for the training images (repro.datasets.cache.ShortSide) under
+    `finetune.cache_short_side` = `setting`: "auto" (no crop upsampled), an int, or None (the training size)."""
+    from repro.datasets.cache import ShortSide
+
+    if setting == "auto":
+        return ShortSide(None, size, spec.crop_scale[0], spec.crop_ratio)
+    if setting is None:
+        return ShortSide(size)
+    if isinstance(setting, int) and not isinstance(setting, bool) and setting > 0:
+        return ShortSide(setting)
+    raise ReproError(f"finetune.cache_short_side: {setting!r} is not 'auto' or a positive number of pixels")
 
 
 @dataclass(frozen=True)
@@ -88,18 +115,18 @@ class ImageFileDataset:
     """Decodes its image file(s) on every access (a torch map-style dataset): the path without the cache."""
 
     def __init__(self, root: Path, paths: Sequence[tuple[str, ...]], targets: torch.Tensor, transform: Callable,
-                 channel_order: str = "rgb", ids: Sequence[str] | None = None) -> None:
+                 channel_order: str = "rgb", ids: Sequence[str] | None = None, exif: bool = False) -> None:
         if len(paths) != len(targets):
             raise ValueError("paths and targets differ in length")
         self.root, self.paths, self.targets, self.transform = Path(root), list(paths), targets, transform
-        self.channel_order = channel_order
+        self.channel_order, self.exif = channel_order, exif
         self.ids = list(ids) if ids is not None else [""] * len(self.paths)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int):
-        pixels = read_image(self.root, self.paths[index], self.channel_order, self.ids[index])
+        pixels = read_image(self.root, self.paths[index], self.channel_order, self.ids[index], self.exif)
         return self.transform(to_tensor(pixels)), self.targets[index]
 
 
@@ -154,7 +181,10 @@ class Splits:
     targets: dict[str, np.ndarray]
     ids: dict[str, list[str]]
     channel_order: str  # the order the images were fed in ("rgb" or "bgr")
-    cache: Path | None  # the decoded-image cache used, if any
+    cache: Path | None  # the decoded-image cache of the training images, if any
+    eval_cache: Path | None = None  # the evaluation splits' cache (the same folder when the rule is the size)
+    exif: bool = False  # whether EXIF orientation was applied
+    cache_short_side: str | None = None  # the training cache's resize rule, as meta.json records it
 
 
 def checked_rows(spec: DatasetSpec, split_path: Path, data_dir: Path
@@ -191,7 +221,7 @@ class EvalSplit:
 
 
 def eval_split(spec: DatasetSpec, split_path: Path, data_dir: Path, split: str, size: int, mean: Sequence[float],
-               std: Sequence[float], *, channel_order: str = "rgb") -> EvalSplit:
+               std: Sequence[float], *, channel_order: str = "rgb", exif: str = "never") -> EvalSplit:
     """Split `split` of `spec` read exactly as `build_splits` reads an evaluation split (same source, channel
     order, targets and eval transform), decoding the files without the cache: what `repro eval` and
     `repro release` re-evaluate a checkpoint on."""
@@ -206,18 +236,22 @@ def eval_split(spec: DatasetSpec, split_path: Path, data_dir: Path, split: str, 
     ids = [i for i, _ in by_split[split]]
     y = encode_targets(spec, [label for _, label in by_split[split]], f"{split_path} (split {split})")
     files = ImageFileDataset(source.root, [source.paths[i] for i in ids], torch.from_numpy(y), eval_geometry(size),
-                             order, ids)
+                             order, ids, effective_exif(spec, exif))
     return EvalSplit(ids, CroppedEvalDataset.from_dataset(files, size, finish(mean, std)), y, order)
 
 
 def build_splits(spec: DatasetSpec, split_path: Path, data_dir: Path, size: int, mean: Sequence[float],
                  std: Sequence[float], *, channel_order: str = "rgb", cache_root: Path | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> Splits:
+                 progress: Callable[[int, int], None] | None = None, exif: str = "never",
+                 cache_short_side: int | str | None = None) -> Splits:
     """The train, selection and report datasets of `spec` from its split file and data folder.
 
     With `cache_root`, every image is decoded and resized once into the decoded-image cache
-    (repro.datasets.cache) and epochs read uint8 pixels from it; without, each access decodes the file.
-    `progress(done, total)` is called while a cache is built.
+    (repro.datasets.cache) and epochs read uint8 pixels from it; without, each access decodes the file at full
+    resolution. The training images are cached under `cache_short_side` (`cache_rule`; None: the training size)
+    and the evaluation images at the training size; one cache holds both when the two rules agree.
+    `exif` is the `finetune.exif` setting (`effective_exif`). `progress(done, total)` is called while a cache is
+    built.
     """
     import torch
 
@@ -229,27 +263,38 @@ def build_splits(spec: DatasetSpec, split_path: Path, data_dir: Path, size: int,
         if needed not in by_split:
             raise ReproError(f"{split_path}: no rows in split {needed!r}")
     used = ["train", spec.select_split] + ([spec.report_split] if spec.report_split != spec.select_split else [])
-    cache = None
+    exif_on = effective_exif(spec, exif)
+    rule = cache_rule(spec, size, cache_short_side)
+    caches: dict = {}  # split -> ImageCache
     if cache_root is not None:
         from repro.datasets import cache as image_cache
 
-        ids = list(dict.fromkeys(i for s in used for i, _ in by_split[s]))
-        cache = image_cache.open_or_build(Path(cache_root), source.root, ids, [source.paths[i] for i in ids],
-                                          size, order, progress=progress)
+        def open_cache(splits: Sequence[str], how):
+            ids = list(dict.fromkeys(i for s in splits for i, _ in by_split[s]))
+            return image_cache.open_or_build(Path(cache_root), source.root, ids, [source.paths[i] for i in ids],
+                                             how, order, exif=exif_on, progress=progress)
+
+        if rule == image_cache.ShortSide(size):
+            caches = dict.fromkeys(used, open_cache(used, rule))
+        else:  # training crops from the larger images; evaluation exactly as from the decoded files
+            caches = {"train": open_cache(["train"], rule)}
+            caches.update(dict.fromkeys(used[1:], open_cache(used[1:], image_cache.ShortSide(size))))
     datasets, targets, ids_out = {}, {}, {}
     for split in used:
         ids = [i for i, _ in by_split[split]]
         y = encode_targets(spec, [label for _, label in by_split[split]], f"{split_path} (split {split})")
         # the eval transform's resize and crop are deterministic: done once here, not once per epoch and config
         transform = train_transform(spec, size, mean, std) if split == "train" else eval_geometry(size)
-        if cache is not None:
+        if caches:
             from repro.datasets.cache import CachedDataset
 
+            cache = caches[split]
             dataset = CachedDataset(cache, [cache.position[i] for i in ids], torch.from_numpy(y), transform)
         else:
             dataset = ImageFileDataset(source.root, [source.paths[i] for i in ids], torch.from_numpy(y),
-                                       transform, order, ids)
+                                       transform, order, ids, exif_on)
         if split != "train":
             dataset = CroppedEvalDataset.from_dataset(dataset, size, finish(mean, std))
         datasets[split], targets[split], ids_out[split] = dataset, y, ids
-    return Splits(datasets, targets, ids_out, order, None if cache is None else cache.folder)
+    return Splits(datasets, targets, ids_out, order, caches["train"].folder if caches else None,
+                  caches[used[1]].folder if caches else None, exif_on, rule.describe() if caches else None)

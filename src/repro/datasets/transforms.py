@@ -1,7 +1,8 @@
-"""Train and eval transforms from a DatasetSpec (PAPER.md section 4) and the model's own normalization.
+"""Train and eval transforms from a DatasetSpec (PAPER.md section 4) and the run's normalization
+(`finetune.normalization`: ImageNet's or the weights' own).
 
-Train: RandomResizedCrop(size, scale=spec.crop_scale) plus the dataset's flips; eval: Resize(size) + CenterCrop(size).
-Both act on the uint8 tensors the readers decode once. Exercised by `repro finetune`.
+Train: RandomResizedCrop(size, scale=spec.crop_scale, ratio=spec.crop_ratio) plus the dataset's flips; eval:
+Resize(size) + CenterCrop(size). Both act on the uint8 tensors the readers decode once. Exercised by `repro finetune`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from repro.datasets import DatasetSpec
 
 
 def train_transform(spec: DatasetSpec, size: int, mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
-    steps: list[v2.Transform] = [v2.RandomResizedCrop(size, scale=spec.crop_scale, antialias=True)]
+    steps: list[v2.Transform] = [v2.RandomResizedCrop(size, scale=spec.crop_scale, ratio=spec.crop_ratio,
+                                                        antialias=True)]
     if spec.hflip:
         steps.append(v2.RandomHorizontalFlip())
     if spec.vflip:
