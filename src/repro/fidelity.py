@@ -143,8 +143,8 @@ ELEMENTS: tuple[Element, ...] = (
         "tests/test_loaders.py::test_bgr_reverses_the_channels_a_loader_feeds"]),
     _e("EXIF orientation", "finetune.exif", "datasets/cct20.py:46; aptos.py:25; hpa.py:25; melanoma.py:53; "
        "cassava.py:25; eurosat.py:17",
-       "cv2.imread applies a JPEG's EXIF orientation (CCT-20, APTOS, HPA, Melanoma, Cassava); PIL (EuroSAT) does "
-       "not", "authors", "same", "", [CHECK]),
+       "cv2.imread applies the EXIF orientation a file carries (CCT-20, APTOS, HPA, Melanoma, Cassava); "
+       "torchvision's PIL reader (EuroSAT) does not", "authors", "same", "", [CHECK]),
     _e("precision", "finetune.precision", "sample_train.py:146-158", "fp32 (no autocast)", "fp32", "same", "",
        [CHECK]),
     _e("precision (before finetune.precision)", "finetune.amp", "sample_train.py:146-158", "fp32 (no autocast)",
@@ -159,14 +159,14 @@ ELEMENTS: tuple[Element, ...] = (
     _e("device", "finetune.device", "sample_train.py:15", "cuda:0 if available, else CPU", "auto", "same", "",
        [CHECK]),
     _e("data loader workers", "finetune.num_workers", "sample_train.py:108-113", "16", 8, "deviation",
-       "loader processes only: which images and crops are drawn does not change in distribution; 8 matches the "
-       "machines of docs/gpu.md; `num_workers: 16` is the authors' value", [CHECK], authors_value=16),
+       "loader processes only: the images and crops drawn do not change in distribution; `num_workers: 16` is "
+       "the authors' value", [CHECK], authors_value=16),
     _e("DataParallel vs one device", CODE, "sample_train.py:114-116",
        "nn.DataParallel over every visible GPU: BatchNorm normalizes each replica's share of the 128-image batch",
        "one device per run (BatchNorm over all 128); `--ddp N` splits the batch over N processes", "unknown",
        "how many GPUs the authors' runs saw is not stated, so their BatchNorm batch (128/k) is unknown",
        ["tests/test_ddp.py::test_a_step_on_two_ranks_equals_the_step_in_one_process"]),
-    _e("heads", CODE, "sample_train.py:40, 48, 72, 81, 45",
+    _e("heads", CODE, "sample_train.py:40, 45, 48, 72, 81",
        "last layer replaced by a new one of its kind with the dataset's class count (SqueezeNet: 1x1 conv); timm "
        "models built with num_classes", "the same (repro.models)", "same", "",
        ["tests/test_models.py::test_torchvision_pretrained_loads_the_file_and_replaces_squeezenets_conv_head", PLAN]),
@@ -195,7 +195,7 @@ ELEMENTS: tuple[Element, ...] = (
     _e("config rule", CODE, "sample_train.py:203, 207-208",
        "grid of per-config best selection scores and its maximum are printed; no tie rule",
        "the config with the best selection score, first in lr-major order on ties", "unknown",
-       "the tie rule is not in the code; ties are rare with real validation sets",
+       "the code prints the grid and its maximum (np.amax) and names no config, so no tie rule",
        [T + "test_a_diverging_config_is_recorded_and_loses_the_selection"]),
     _e("divergence", CODE, "sample_train.py:140-192",
        "no check: training continues on a NaN loss and the best epoch before it stays selectable",
@@ -342,6 +342,13 @@ def render_markdown(elements: Sequence[Element] = ELEMENTS) -> str:
         paper = f"`{_show(e.paper)}`" if e.key != CODE else e.paper
         lines.append("| " + " | ".join(_cell(c) for c in (
             e.name, f"`{e.key}`", e.authors_ref, e.authors, paper, e.status, e.why or "", pinned)) + " |")
+    lines += ["", "## What no source settles", "",
+              "Each `unknown` row above, with the reading this project takes (the `paper profile` column):", ""]
+    lines += [f"- **{e.name}** ({e.authors_ref}): {e.why}. Here: {e.paper}." for e in elements
+              if e.status == "unknown"]
+    lines += ["", "## Deviations", "",
+              "Each `deviation` row above; a parameter row is switched to the authors' value in params.yaml:", ""]
+    lines += [f"- **{e.name}** (`{e.key}`): {e.why}." for e in elements if e.status == "deviation"]
     lines.append("")
     return "\n".join(lines)
 
