@@ -35,6 +35,14 @@ def test_the_page_lists_every_element_with_its_key_and_status():
     assert [(r[0], r[1].strip("`"), r[5]) for r in parsed] == [(e.name, e.key, e.status) for e in ELEMENTS]
 
 
+def test_the_pages_paper_column_is_the_resolved_value(paper_values):
+    rows = [line for line in (ROOT / "docs/fidelity.md").read_text().splitlines() if line.startswith("| ")][1:]
+    stated = {c[1].strip("`"): c[4].strip("`") for c in
+              ([x.strip() for x in re.split(r"(?<!\\)\|", row)[1:-1]] for row in rows)}
+    for key, value in paper_values.items():
+        assert stated[key] == fidelity._show(value), key
+
+
 def test_the_table_states_the_resolved_paper_plan(paper_values):
     assert check_against(paper_values) == []
     # every finetune key of the paper profile is a row, and a row's key absent from the params is only tolerated

@@ -133,6 +133,16 @@ ELEMENTS: tuple[Element, ...] = (
        [PLAN, "tests/test_datasets.py::test_paper_datasets_are_registered_with_their_protocol"]),
     _e("eval transform", CODE, "datasets/cct20.py:56-60; aptos.py:59-63; eurosat.py:12-16",
        "Resize(size) + CenterCrop(size)", "Resize(size) + CenterCrop(size)", "same", "", [PLAN]),
+    _e("resampling", CODE, "datasets/aptos.py:26, 60, 67 (every loader)",
+       "PIL image: Resize and RandomResizedCrop use PIL's bilinear filter",
+       "uint8 tensors: torchvision v2 bilinear with antialias=True (repro.datasets.transforms, cache)", "deviation",
+       "torchvision documents antialiased tensor resizing as close to PIL's, not equal: pixels may differ by "
+       "rounding; not switchable",
+       ["tests/test_loaders.py::test_cache_is_built_once_atomically_and_gives_the_decoded_pixels"]),
+    _e("evaluation batch", CODE, "sample_train.py:107-111", "128 images per evaluation batch, model.eval()",
+       "256 images per evaluation batch, model.eval() (repro.train.predict)", "deviation",
+       "in eval mode a batch's size changes no output beyond float rounding of the kernels chosen; not switchable",
+       [T + "test_training_learns_and_keeps_the_best_epoch"]),
     _e("normalization", "finetune.normalization", "datasets/aptos.py:56-57 (every loader)",
        "ImageNet mean/std for every model", "imagenet", "same", "", [CHECK]),
     _e("channel order", "finetune.channel_order", "datasets/cct20.py:46-47; aptos.py:25-26; hpa.py:25-26; "
