@@ -441,6 +441,9 @@ def _print_plan(plan: dict) -> None:
     for row in plan["models"]:
         table.add_row(*(cell(v) for v in row.values()))
     out.print(table)
+    from repro.plan import fidelity_table
+
+    out.print(fidelity_table(plan))
     out.print(f"{plan['runs']} runs x {plan['grid']} configs x {plan['protocol']['epochs']} epochs = "
               f"{plan['fine_tunes']} fine-tunes")
 

@@ -73,7 +73,9 @@ def resolve_plan(p: Params, models: Sequence[str] | None = None, datasets: Seque
         "epochs": fp.epochs,
         "batch size": fp.batch_size,
         "selection": f"{selection}; the config with the best score (first on ties); report metric read at that "
-                     "epoch; a config with a non-finite loss is recorded as diverged and never chosen",
+                     "epoch; a config whose loss becomes non-finite stops there and is recorded as diverged, and its "
+                     "best epoch before that stays selectable (as in the authors' loop); one that diverges in its "
+                     "first epoch has no epoch and is never chosen",
         "protocol": ("paper: select on the dataset's selection split (the reported split itself for APTOS, "
                      "Cassava, EuroSAT, Melanoma)" if fp.protocol == "paper" else
                      f"strict: select on {STRICT_SPLIT}, a stratified {fp.strict_val_fraction:g} of train "
@@ -153,7 +155,33 @@ def resolve_plan(p: Params, models: Sequence[str] | None = None, datasets: Seque
         })
     grid = len(fp.lrs) * len(fp.wds)
     return {"profile": p.profile, "protocol": protocol, "datasets": rows, "models": model_rows,
-            "runs": len(models) * len(datasets), "grid": grid, "fine_tunes": len(models) * len(datasets) * grid}
+            "runs": len(models) * len(datasets), "grid": grid, "fine_tunes": len(models) * len(datasets) * grid,
+            "fidelity": fidelity_marks(fp)}
+
+
+def fidelity_marks(fp) -> list[dict]:
+    """Every protocol element of repro.fidelity with this plan's value and a mark where it differs from the authors'
+    code (`≠ authors: ...`) or no source settles it (`? unknown: ...`)."""
+    from repro.fidelity import marks
+
+    return marks(fp)
+
+
+def fidelity_table(plan: dict):
+    """The dry run's fidelity table (a rich Table): element, key, this plan's value, the authors' lines, mark."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from repro.fidelity import AUTHORS_COMMIT
+
+    table = Table(title=f"against the authors' code (imagenet-applications-transfer at {AUTHORS_COMMIT[:8]}); "
+                        f"{sum(r['mark'] != 'same' for r in plan['fidelity'])} element(s) marked")
+    for column in ("element", "key", "value", "authors", "mark"):
+        table.add_column(column, overflow="fold")
+    for row in plan["fidelity"]:
+        style = "" if row["mark"] == "same" else ("yellow" if row["mark"].startswith("?") else "red")
+        table.add_row(*(escape(row[c]) for c in ("element", "key", "value", "authors", "mark")), style=style)
+    return table
 
 
 def split_sizes(dataset: str, split_file: Path | None) -> tuple[dict[str, int] | None, str]:
