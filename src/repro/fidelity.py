@@ -22,11 +22,10 @@ AUTHORS_COMMIT = "52100273499fa9815109a5db0d74308f533e5f9e"
 STATUSES = ("same", "deviation", "unknown")
 CODE = "code"
 
-# Parameters that another change introduces (issue 13, item 1): their rows are compared with the resolved paper plan
-# as soon as the key exists; until then the row is documentation only. `amp` is the key `precision` replaces.
-PENDING_KEYS = frozenset({"finetune.normalization", "finetune.precision", "finetune.fixed_input_size",
-                          "finetune.cache_short_side", "finetune.exif"})
-RETIRING_KEYS = frozenset({"finetune.amp"})
+# Parameters being introduced or retired by a change in flight: a pending key's row is compared with the resolved
+# paper plan once the key exists, a retiring key's row may outlive its parameter. Both empty when nothing is in flight.
+PENDING_KEYS: frozenset[str] = frozenset()
+RETIRING_KEYS: frozenset[str] = frozenset()
 
 _UNSET = object()
 
@@ -157,9 +156,6 @@ ELEMENTS: tuple[Element, ...] = (
        "torchvision's PIL reader (EuroSAT) does not", "authors", "same", "", [CHECK]),
     _e("precision", "finetune.precision", "sample_train.py:146-158", "fp32 (no autocast)", "fp32", "same", "",
        [CHECK]),
-    _e("precision (before finetune.precision)", "finetune.amp", "sample_train.py:146-158", "fp32 (no autocast)",
-       "auto", "deviation", "auto trains and evaluates under bf16 on CUDA; `amp: off` is the authors' fp32",
-       [CHECK], authors_value="off"),
     _e("memory format", "finetune.channels_last", "sample_train.py:117", "default (contiguous) layout", True,
        "deviation", "layout only, same arithmetic; kernels may round differently; `channels_last: false` is the "
        "authors' layout", [CHECK], authors_value=False),
@@ -339,10 +335,6 @@ def render_markdown(elements: Sequence[Element] = ELEMENTS) -> str:
         "what the authors' code did; `deviation`: it does not, with why and the switch; `unknown`: no source "
         "settles it. `repro finetune --dry-run --params profiles/paper.yaml` prints the same elements with a mark on "
         "every one that differs from the authors' code (`≠ authors: ...`) or is unknown (`? unknown: ...`).",
-        "",
-        "Rows whose key is one of " + ", ".join(f"`{k}`" for k in sorted(PENDING_KEYS | RETIRING_KEYS))
-        + " are checked against the resolved plan while that key exists (`finetune.amp` is the key "
-        "`finetune.precision` replaces).",
         "",
         "| element | key | authors' code | what it does there | paper profile | status | why / switch | pinned by |",
         "|---|---|---|---|---|---|---|---|",
