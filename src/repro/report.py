@@ -115,7 +115,7 @@ def data_uri(content: bytes, mime: str = "image/png") -> str:
 
 
 CLAIM_COLUMNS = (("id", "id"), ("claim", "claim"), ("paper_value", "paper / locked"), ("ours", "ours"),
-                 ("tolerance", "tolerance"), ("verdict", "verdict"), ("command", "command"))
+                 ("tolerance", "tolerance"), ("rule", "rule"), ("verdict", "verdict"), ("command", "command"))
 
 
 def model_rows(summary) -> list[dict]:
@@ -158,4 +158,16 @@ def render_report(*, profile: str, figures: Sequence[tuple[str, bytes]], slopes:
     return env.get_template("report.html.j2").render(
         profile=profile, profile_note=PROFILE_NOTES.get(profile, ""), figures=[(caption, data_uri(png)) for caption, png in figures],
         slope_caption=slope_caption(slopes), slope_columns=COLUMNS, slope_rows=slope_rows(slopes),
-        claim_columns=CLAIM_COLUMNS, claims=claims, provenance=provenance, models=summary_rows, compute=compute)
+        claim_columns=CLAIM_COLUMNS, claims=claims, provenance=provenance, models=summary_rows, compute=compute,
+        sensitivity=sensitivity_tables(slopes))
+
+
+def sensitivity_tables(slopes: Mapping) -> list[dict]:
+    """One table per dataset from slopes.json's `sensitivity` (repro.sensitivity); none from an older slopes.json."""
+    from repro import sensitivity as sens
+
+    doc = slopes.get("sensitivity")
+    if not doc:
+        return []
+    return [{"dataset": name, "caption": sens.caption(doc, name), "columns": sens.TEXT_COLUMNS,
+             "rows": sens.text_rows(rows)} for name, rows in doc["datasets"].items()]
