@@ -236,3 +236,21 @@ def test_analyze_writes_the_sensitivity_tables_and_verify_names_the_rule(tmp_pat
     done = run([str(BIN / "repro"), "analyze", *files], folder, check=False)
     assert done.returncode == 1 and "run.json: missing" in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert not (folder / "slopes.json").exists()
+
+
+def test_report_shows_one_sensitivity_table_per_dataset():
+    from repro.report import render_report
+
+    frame = sens.rule_frame(study("aptos") + study("eurosat"))
+    summary = frame.assign(model_display=frame["model"], value=frame["best_val"], status="ok")
+    slopes = {**dataset_slopes(summary, 70, 200, 0, 0.95)}
+    info = {"git_sha": None, "git_dirty": False, "libraries": {}, "splits": {}, "raw_data": []}
+    compute = {"runs": 0, "devices": [], "git_shas": [], "train_seconds": 0.0, "wall_seconds": 0.0}
+    kwargs = dict(profile="paper", figures=[], claims=[], provenance=info, summary_rows=[], compute=compute)
+    assert 'id="sensitivity' not in render_report(slopes=slopes, **kwargs)  # an older slopes.json: no section
+    slopes["sensitivity"] = sens.sensitivity(frame, rule="best_val", threshold=70, scale="linear", resamples=200,
+                                             seed=0, level=0.95)
+    html = render_report(slopes=slopes, **kwargs)
+    assert html.count('<table class="sensitivity"') == 2
+    assert 'id="sensitivity-aptos"' in html and 'id="sensitivity-eurosat"' in html
+    assert html.count('class="headline"') == 2 and "interval &lt; 0.05" in html

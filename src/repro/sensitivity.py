@@ -25,8 +25,9 @@ the main fit. Runs of a random-init model sit at no ImageNet accuracy and are ne
 The sensitivity table of a dataset has one row per (rule, threshold, transform), the fit over models at or above the
 threshold, and one leave-one-model-out row per model of the headline fit (the configured rule, threshold and
 transform). Intervals are analysis.bootstrap_slope's percentile bootstrap, computed for many fits at once: every fit
-over n models draws the same (resamples, n) index matrix from the same seed, so fits of equal n are stacked and
-resampled together (`slope_intervals`); the result equals bootstrap_slope fit by fit (tests/test_sensitivity.py).
+over n models draws the same (resamples, n) index matrix from the same seed, so fits of equal n are resampled
+together by matrix products (`slope_intervals`); the result equals bootstrap_slope fit by fit to rounding
+(tests/test_sensitivity.py).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from repro.analysis import MIN_MODELS_FOR_CI, TRANSFORMS, fit_line, imagenet_rows, transform
+from repro.analysis import MIN_MODELS_FOR_CI, TRANSFORMS, _counts, fit_line, imagenet_rows, transform
 from repro.errors import ReproError
 
 RULES = ("best_val", "max_report", "last_epoch")
@@ -50,7 +51,6 @@ THRESHOLDS = (65.0, 70.0, 75.0)  # ImageNet top-1 percent; the configured analyz
 SLOPE_BOUND = 0.05  # the paper's "slope < 0.05" (paper/claims.yaml C4)
 COLUMNS = ["dataset", "metric", "rule", "threshold", "transform", "left_out", "n", "slope", "ci_low", "ci_high",
            "below_bound", "ci_below_bound", "headline", "reason"]
-_CHUNK_VALUES = 4_000_000  # floats per stacked (fits, resamples, n) array: about 32 MB
 
 
 def _finished(configs: Sequence[Mapping]) -> list[Mapping]:
@@ -124,8 +124,11 @@ def slope_intervals(fits: Sequence[tuple[np.ndarray, np.ndarray]], resamples: in
     """analysis.bootstrap_slope's interval (low, high, dropped, reason) for each (x, y) in `fits`.
 
     bootstrap_slope draws `default_rng(seed).integers(0, n, (resamples, n))`, which depends on n only; so all fits of
-    n models share one index matrix and are resampled as one (fits, resamples, n) array, in chunks that keep it near
-    32 MB. Degenerate resamples (all x equal) are dropped per fit, as bootstrap_slope drops them.
+    n models share one draw. A resample is then a vector of counts (how often each model was drawn), and its least
+    squares slope needs only the weighted sums of x, y, x*x and x*y: four (resamples, n) x (n, fits) matrix products
+    give every resampled slope of every fit of that n at once. x and y are centred first (which leaves the slope
+    unchanged) so the sums do not cancel. A resample whose drawn models all share one x has no slope and is dropped,
+    as bootstrap_slope drops it; that test is exact (on counts), not a comparison with a small number.
     """
     out: list[dict | None] = [None] * len(fits)
     by_n: dict[int, list[int]] = {}
@@ -139,25 +142,38 @@ def slope_intervals(fits: Sequence[tuple[np.ndarray, np.ndarray]], resamples: in
                           "reason": f"needs at least {MIN_MODELS_FOR_CI} models, has {n}"}
             continue
         index = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
-        step = max(1, _CHUNK_VALUES // (resamples * n))
-        for start in range(0, len(members), step):
-            chunk = members[start:start + step]
-            xs = np.stack([np.asarray(fits[i][0], float) for i in chunk])[:, index]  # (fits, resamples, n)
-            ys = np.stack([np.asarray(fits[i][1], float) for i in chunk])[:, index]
-            xc = xs - xs.mean(axis=2, keepdims=True)
-            ok = np.ptp(xs, axis=2) > 0
-            with np.errstate(invalid="ignore", divide="ignore"):
-                slopes = (xc * (ys - ys.mean(axis=2, keepdims=True))).sum(axis=2) / (xc**2).sum(axis=2)
-            if ok.all():
-                lows, highs = np.percentile(slopes, [tail, 100 - tail], axis=1)
-                for j, i in enumerate(chunk):
-                    out[i] = {"low": float(lows[j]), "high": float(highs[j]), "dropped": 0, "reason": None}
-                continue
-            for j, i in enumerate(chunk):
-                kept = slopes[j][ok[j]]
-                low, high = np.percentile(kept, [tail, 100 - tail])
-                out[i] = {"low": float(low), "high": float(high), "dropped": int((~ok[j]).sum()), "reason": None}
+        counts = _counts(index, n)
+        x = np.stack([np.asarray(fits[i][0], float) for i in members])  # (fits, n)
+        y = np.stack([np.asarray(fits[i][1], float) for i in members])
+        x = x - x.mean(axis=1, keepdims=True)
+        y = y - y.mean(axis=1, keepdims=True)
+        sx, sy = counts @ x.T, counts @ y.T  # (resamples, fits)
+        sxx, sxy = counts @ (x * x).T, counts @ (x * y).T
+        ok = _non_degenerate(counts, x, n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            slopes = (sxy - sx * sy / n) / (sxx - sx * sx / n)
+        if ok.all():
+            lows, highs = np.percentile(slopes, [tail, 100 - tail], axis=0)
+            for j, i in enumerate(members):
+                out[i] = {"low": float(lows[j]), "high": float(highs[j]), "dropped": 0, "reason": None}
+            continue
+        for j, i in enumerate(members):
+            kept = slopes[ok[:, j], j]
+            low, high = np.percentile(kept, [tail, 100 - tail])
+            out[i] = {"low": float(low), "high": float(high), "dropped": int((~ok[:, j]).sum()), "reason": None}
     return out  # type: ignore[return-value]
+
+
+def _non_degenerate(counts: np.ndarray, x: np.ndarray, n: int) -> np.ndarray:
+    """(resamples, fits): whether the resample holds two different x values. With all x distinct that is "not every
+    draw is one model" (shared by all such fits); otherwise the draws are summed per group of equal x."""
+    one_model = counts.max(axis=1) < n
+    ok = np.repeat(one_model[:, None], x.shape[0], axis=1)
+    for j, row in enumerate(x):
+        values, group = np.unique(row, return_inverse=True)
+        if len(values) < n:
+            ok[:, j] = (counts @ np.eye(len(values))[group]).max(axis=1) < n
+    return ok
 
 
 # ---- the sensitivity table ----------------------------------------------------------------------------------
