@@ -179,7 +179,9 @@ def test_tables_and_verdict_rules():
     table = sens.long_table(doc)
     assert list(table.columns) == sens.COLUMNS and set(table["dataset"]) == {"aptos", "eurosat"}
     assert len(table) == 2 * (27 + 5)
-    md = sens.markdown(doc)
+    from repro.report import sensitivity_markdown
+
+    md = sensitivity_markdown(doc)
     assert md.count("## ") == 2 and "| last_epoch * | 70% | linear | - | 5 |" in md
     assert "`max_report`: maximum over configs" in md
     json.dumps(doc)  # slopes.json holds it

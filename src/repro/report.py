@@ -162,6 +162,18 @@ def render_report(*, profile: str, figures: Sequence[tuple[str, bytes]], slopes:
         sensitivity=sensitivity_tables(slopes))
 
 
+def sensitivity_markdown(doc: Mapping) -> str:
+    """paper/tables/sensitivity.md from slopes.json's `sensitivity` (repro.sensitivity): the rules, then one table
+    per dataset."""
+    from repro import sensitivity as sens
+
+    parts = ["# Sensitivity of the slopes (repro analyze)\n",
+             *(f"- `{rule}`: {text}" for rule, text in doc["rules"].items()), ""]
+    for dataset, rows in doc["datasets"].items():
+        parts += [f"## {dataset}\n", markdown_table(sens.text_rows(rows), sens.TEXT_COLUMNS, sens.caption(doc, dataset))]
+    return "\n".join(parts)
+
+
 def sensitivity_tables(slopes: Mapping) -> list[dict]:
     """One table per dataset from slopes.json's `sensitivity` (repro.sensitivity); none from an older slopes.json."""
     from repro import sensitivity as sens

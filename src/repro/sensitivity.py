@@ -285,17 +285,6 @@ def caption(doc: Mapping, dataset: str) -> str:
             "paper's on linear axes only.")
 
 
-def markdown(doc: Mapping) -> str:
-    """paper/tables/sensitivity.md: the rules, then one table per dataset."""
-    from repro.report import markdown_table
-
-    parts = ["# Sensitivity of the slopes (repro analyze)\n",
-             *(f"- `{rule}`: {text}" for rule, text in doc["rules"].items()), ""]
-    for dataset, rows in doc["datasets"].items():
-        parts += [f"## {dataset}\n", markdown_table(text_rows(rows), TEXT_COLUMNS, caption(doc, dataset))]
-    return "\n".join(parts)
-
-
 def verdict_rules(verdicts: Sequence[dict], claims: Sequence[Mapping], rule: str) -> list[dict]:
     """Each verdict with `rule`: the reporting rule its numbers came from. Slope claims use the fits of
     results/slopes.json (made under analyze.report_rule, `rule`); value and gain claims read results/summary.csv,
