@@ -170,7 +170,8 @@ def sensitivity_markdown(doc: Mapping) -> str:
     parts = ["# Sensitivity of the slopes (repro analyze)\n",
              *(f"- `{rule}`: {text}" for rule, text in doc["rules"].items()), ""]
     for dataset, rows in doc["datasets"].items():
-        parts += [f"## {dataset}\n", markdown_table(sens.text_rows(rows), sens.TEXT_COLUMNS, sens.caption(doc, dataset))]
+        table = markdown_table(sens.text_rows(rows), sens.TEXT_COLUMNS, sens.caption(doc, dataset))
+        parts += [f"## {dataset}\n", table]
     return "\n".join(parts)
 
 
