@@ -102,6 +102,10 @@ def test_batched_intervals_equal_bootstrap_slope_fit_by_fit():
             assert math.isclose(got["low"], want["low"], rel_tol=1e-12, abs_tol=1e-15)
             assert math.isclose(got["high"], want["high"], rel_tol=1e-12, abs_tol=1e-15)
     assert sens.slope_intervals(fits[:1], 2000, 7, 0.9)[0]["dropped"] == 0
+    three = [(np.array([0.5, 0.5, 0.6]), np.arange(3.0))]
+    # one resample: seed 4 draws models (2, 2, 2), one x only; seed 0 draws (2, 1, 1)
+    assert sens.slope_intervals(three, 1, 4, 0.9)[0]["reason"] == "every resample is degenerate"
+    assert sens.slope_intervals(three, 1, 0, 0.9)[0]["dropped"] == 0
 
 
 TOP1 = [60.0, 66.0, 68.0, 71.0, 73.0, 76.0, 78.0, 80.0]

@@ -159,6 +159,9 @@ def slope_intervals(fits: Sequence[tuple[np.ndarray, np.ndarray]], resamples: in
             continue
         for j, i in enumerate(members):
             kept = slopes[ok[:, j], j]
+            if not len(kept):  # possible only with very few resamples
+                out[i] = {"low": None, "high": None, "dropped": resamples, "reason": "every resample is degenerate"}
+                continue
             low, high = np.percentile(kept, [tail, 100 - tail])
             out[i] = {"low": float(low), "high": float(high), "dropped": int((~ok[:, j]).sum()), "reason": None}
     return out  # type: ignore[return-value]
