@@ -649,28 +649,22 @@ def analyze(
 ) -> None:
     """Fit metric vs ImageNet top-1 per dataset (all models, and models above the threshold) with bootstrap CIs,
     under analyze.report_rule, and the sensitivity table (every rule x threshold x transform, leave-one-model-out)."""
-    from repro.analysis import dataset_slopes
     from repro.results import read_summary
 
     p = _params(params)
     a = p.analyze
-    from repro import sensitivity as sens
     from repro.models import MODELS
-    from repro.report import sensitivity_markdown
     from repro.results import RUN_FILE, read_run
+    from repro.sensitivity import analyze as with_sensitivity
     from repro.splits import atomic_write
 
     table = read_summary(summary)
-    # Every reporting rule, threshold, transform and left-out model, from the runs' per-epoch curves
-    records = [read_run(layout.run_dir(MODELS[m].path, d) / RUN_FILE)
+    records = [read_run(layout.run_dir(MODELS[m].path, d) / RUN_FILE)  # the per-epoch curves of every reporting rule
                for d in p.finetune.datasets for m in p.finetune.models]
-    table = sens.summary_under_rule(table, records, a.report_rule)
-    doc = dataset_slopes(table, a.threshold, a.bootstrap_resamples, a.bootstrap_seed, a.ci_level, a.transform)
-    checks = sens.sensitivity(sens.rule_frame(records), rule=a.report_rule, threshold=a.threshold, scale=a.transform,
-                              resamples=a.bootstrap_resamples, seed=a.bootstrap_seed, level=a.ci_level)
-    doc = {"profile": p.profile, "report_rule": a.report_rule, **doc, "sensitivity": checks}
-    atomic_write(tables / "sensitivity.csv", sens.long_table(checks).to_csv(index=False, lineterminator="\n").encode())
-    atomic_write(tables / "sensitivity.md", sensitivity_markdown(checks).encode())
+    doc, files = with_sensitivity(table, records, a)
+    doc = {"profile": p.profile, **doc}
+    for name, content in files.items():
+        atomic_write(tables / name, content)
     _write_json(slopes, doc)
     from rich.table import Table
 

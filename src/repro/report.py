@@ -162,25 +162,51 @@ def render_report(*, profile: str, figures: Sequence[tuple[str, bytes]], slopes:
         sensitivity=sensitivity_tables(slopes))
 
 
+def _yes(value) -> str:
+    return "-" if value is None else ("yes" if value else "no")
+
+
+SENSITIVITY_COLUMNS = (("rule", "rule"), ("threshold", "top-1 >="), ("transform", "axes"), ("left_out", "left out"),
+                       ("n", "models"), ("slope", "slope"), ("interval", "interval"), ("below", "slope < 0.05"),
+                       ("ci_below", "interval < 0.05"))
+
+
+def sensitivity_text_rows(rows: Sequence[Mapping]) -> list[dict]:
+    """One dataset's sensitivity rows (repro.sensitivity.COLUMNS) as text cells, the headline fit marked with *."""
+    out = []
+    for row in rows:
+        interval = row["reason"] if row["ci_low"] is None else f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+        out.append({"rule": row["rule"] + (" *" if row["headline"] else ""), "threshold": f"{row['threshold']:g}%",
+                    "transform": row["transform"], "left_out": row["left_out"] or "-", "n": str(row["n"]),
+                    "slope": _number(row["slope"]), "interval": interval or "-", "below": _yes(row["below_bound"]),
+                    "ci_below": _yes(row["ci_below_bound"]), "headline": row["headline"]})
+    return out
+
+
+def sensitivity_caption(doc: Mapping, dataset: str) -> str:
+    boot = doc["bootstrap"]
+    return (f"{dataset}: slope of the metric against ImageNet top-1 under each reporting rule, ImageNet threshold "
+            f"and axis transform, then with each model of the headline fit (*: rule {doc['rule']}, top-1 >= "
+            f"{doc['threshold']:g}%, {doc['transform']} axes) left out. Interval: {boot['level']:.0%} percentile "
+            f"bootstrap over models, {boot['resamples']} resamples, seed {boot['seed']}. The 0.05 bound is the "
+            "paper's on linear axes only.")
+
+
 def sensitivity_markdown(doc: Mapping) -> str:
     """paper/tables/sensitivity.md from slopes.json's `sensitivity` (repro.sensitivity): the rules, then one table
     per dataset."""
-    from repro import sensitivity as sens
-
     parts = ["# Sensitivity of the slopes (repro analyze)\n",
              *(f"- `{rule}`: {text}" for rule, text in doc["rules"].items()), ""]
     for dataset, rows in doc["datasets"].items():
-        table = markdown_table(sens.text_rows(rows), sens.TEXT_COLUMNS, sens.caption(doc, dataset))
+        table = markdown_table(sensitivity_text_rows(rows), SENSITIVITY_COLUMNS, sensitivity_caption(doc, dataset))
         parts += [f"## {dataset}\n", table]
     return "\n".join(parts)
 
 
 def sensitivity_tables(slopes: Mapping) -> list[dict]:
-    """One table per dataset from slopes.json's `sensitivity` (repro.sensitivity); none from an older slopes.json."""
-    from repro import sensitivity as sens
-
+    """One table per dataset from slopes.json's `sensitivity`; none from a slopes.json written without it."""
     doc = slopes.get("sensitivity")
     if not doc:
         return []
-    return [{"dataset": name, "caption": sens.caption(doc, name), "columns": sens.TEXT_COLUMNS,
-             "rows": sens.text_rows(rows)} for name, rows in doc["datasets"].items()]
+    return [{"dataset": name, "caption": sensitivity_caption(doc, name), "columns": SENSITIVITY_COLUMNS,
+             "rows": sensitivity_text_rows(rows)} for name, rows in doc["datasets"].items()]

@@ -254,38 +254,20 @@ def long_table(doc: Mapping):
     return pd.DataFrame([row for rows in doc["datasets"].values() for row in rows], columns=COLUMNS)
 
 
-def _fmt(value, digits: int = 3) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+def analyze(summary, records: Sequence[Mapping], a) -> tuple[dict, dict[str, bytes]]:
+    """What `repro analyze` computes from summary.csv and the runs' records under the analyze params `a`: the
+    slopes document (analysis.dataset_slopes under `a.report_rule`, with `report_rule` and `sensitivity`) and the
+    files of paper/tables it writes ({name: content})."""
+    from repro.analysis import dataset_slopes
+    from repro.report import sensitivity_markdown
 
-
-def _yes(value) -> str:
-    return "-" if value is None else ("yes" if value else "no")
-
-
-TEXT_COLUMNS = (("rule", "rule"), ("threshold", "top-1 >="), ("transform", "axes"), ("left_out", "left out"),
-                ("n", "models"), ("slope", "slope"), ("interval", "interval"), ("below", "slope < 0.05"),
-                ("ci_below", "interval < 0.05"))
-
-
-def text_rows(rows: Sequence[Mapping]) -> list[dict]:
-    """One dataset's rows as text cells (TEXT_COLUMNS), the headline fit marked with a star."""
-    out = []
-    for row in rows:
-        interval = row["reason"] if row["ci_low"] is None else f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
-        out.append({"rule": row["rule"] + (" *" if row["headline"] else ""), "threshold": f"{row['threshold']:g}%",
-                    "transform": row["transform"], "left_out": row["left_out"] or "-", "n": str(row["n"]),
-                    "slope": _fmt(row["slope"]), "interval": interval or "-", "below": _yes(row["below_bound"]),
-                    "ci_below": _yes(row["ci_below_bound"]), "headline": row["headline"]})
-    return out
-
-
-def caption(doc: Mapping, dataset: str) -> str:
-    boot = doc["bootstrap"]
-    return (f"{dataset}: slope of the metric against ImageNet top-1 under each reporting rule, ImageNet threshold "
-            f"and axis transform, then with each model of the headline fit (*: rule {doc['rule']}, top-1 >= "
-            f"{doc['threshold']:g}%, {doc['transform']} axes) left out. Interval: {boot['level']:.0%} percentile "
-            f"bootstrap over models, {boot['resamples']} resamples, seed {boot['seed']}. The 0.05 bound is the "
-            "paper's on linear axes only.")
+    table = summary_under_rule(summary, records, a.report_rule)
+    doc = dataset_slopes(table, a.threshold, a.bootstrap_resamples, a.bootstrap_seed, a.ci_level, a.transform)
+    checks = sensitivity(rule_frame(records), rule=a.report_rule, threshold=a.threshold, scale=a.transform,
+                         resamples=a.bootstrap_resamples, seed=a.bootstrap_seed, level=a.ci_level)
+    files = {"sensitivity.csv": long_table(checks).to_csv(index=False, lineterminator="\n").encode(),
+             "sensitivity.md": sensitivity_markdown(checks).encode()}
+    return {"report_rule": a.report_rule, **doc, "sensitivity": checks}, files
 
 
 def verdict_rules(verdicts: Sequence[dict], claims: Sequence[Mapping], rule: str) -> list[dict]:
