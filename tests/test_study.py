@@ -22,7 +22,7 @@ def test_every_output_exists_and_one_model_learns(smoke_study):
                  "results/claims.json", "paper/figures/figure1.png", "data/splits/digits.csv",
                  "paper/figures/figure1.pdf", "paper/figures/figure1_appendix_b.png",
                  "paper/figures/figure1_appendix_b.pdf", "paper/tables/slopes.md", "paper/tables/slopes.tex",
-                 "results/plots/digits.csv", "results/report.html", "results/eval.json"):
+                 "paper/tables/sensitivity.md", "paper/tables/sensitivity.csv", "results/plots/digits.csv", "results/report.html", "results/eval.json"):
         assert (root / path).is_file(), path
     summary = pd.read_csv(root / "results/summary.csv")
     assert summary["model"].tolist() == SMOKE["finetune"]["models"]

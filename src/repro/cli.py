@@ -648,20 +648,30 @@ def analyze(
     params: ParamsOpt = layout.PARAMS,
     summary: Annotated[Path, typer.Option(help="Long table from `repro collect`.")] = layout.SUMMARY,
     slopes: Annotated[Path, typer.Option(help="Fits to write.")] = layout.SLOPES,
+    tables: Annotated[Path, typer.Option(help="Folder for sensitivity.csv and sensitivity.md.")] = layout.TABLES,
 ) -> None:
-    """Fit metric vs ImageNet top-1 per dataset (all models, and models above the threshold) with bootstrap CIs."""
-    from repro.analysis import dataset_slopes
+    """Fit metric vs ImageNet top-1 per dataset (all models, and models above the threshold) with bootstrap CIs,
+    under analyze.report_rule, and the sensitivity table (every rule x threshold x transform, leave-one-model-out)."""
     from repro.results import read_summary
 
     p = _params(params)
     a = p.analyze
-    doc = dataset_slopes(read_summary(summary), a.threshold, a.bootstrap_resamples, a.bootstrap_seed, a.ci_level,
-                         a.transform)
+    from repro.models import MODELS
+    from repro.results import RUN_FILE, read_run
+    from repro.sensitivity import analyze as with_sensitivity
+    from repro.splits import atomic_write
+
+    table = read_summary(summary)
+    records = [read_run(layout.run_dir(MODELS[m].path, d) / RUN_FILE)  # the per-epoch curves of every reporting rule
+               for d in p.finetune.datasets for m in p.finetune.models]
+    doc, files = with_sensitivity(table, records, a)
     doc = {"profile": p.profile, **doc}
+    for name, content in files.items():
+        atomic_write(tables / name, content)
     _write_json(slopes, doc)
     from rich.table import Table
 
-    table = Table(title=f"slopes ({p.profile} profile, {a.transform} axes)",
+    table = Table(title=f"slopes ({p.profile} profile, {a.transform} axes, rule {a.report_rule})",
                   caption=f"{doc['bootstrap']['method']}, {a.bootstrap_resamples} resamples, seed {a.bootstrap_seed}")
     for column in ("dataset", "metric", "fit", "models", "slope", f"{a.ci_level:.0%} CI"):
         table.add_column(column)
@@ -745,26 +755,31 @@ def verify(
 
     verdicts = evaluate_claims(claim_list, p.profile, read_summary(summary), slopes_doc, figure.is_file(),
                                pins(p.finetune.models, layout.WEIGHTS_LOCK) if layout.WEIGHTS_LOCK.is_file() else None)
+    from repro.sensitivity import verdict_rules
+
+    rule = slopes_doc.get("report_rule", "best_val")  # slopes.json written before the rule existed: best_val
+    verdicts = verdict_rules(verdicts, claim_list, rule)
     if json_out is not None:
         _write_json(json_out, {"profile": p.profile, "claims": verdicts})
     counts = {v: sum(1 for x in verdicts if x["verdict"] == v) for v in ("pass", "fail")}
     other = len(verdicts) - counts["pass"] - counts["fail"]
-    line = f"{len(verdicts)} claims: {counts['pass']} pass, {counts['fail']} fail, {other} not evaluated"
+    line = (f"{len(verdicts)} claims: {counts['pass']} pass, {counts['fail']} fail, {other} not evaluated; "
+            f"slopes under the {rule} rule (analyze.report_rule), values under best_val")
     if quiet:
         out.print(line + (f" -> {json_out}" if json_out else ""))
     else:
         from rich.table import Table
 
         table = Table(title=f"claims of the paper vs this run ({p.profile} profile)", show_lines=True)
-        for column, ratio in (("id", 1), ("claim", 5), ("paper", 2), ("ours", 3), ("tol.", 1), ("verdict", 3),
-                              ("command", 3)):
+        for column, ratio in (("id", 1), ("claim", 5), ("paper", 2), ("ours", 3), ("tol.", 1), ("rule", 1),
+                              ("verdict", 3), ("command", 3)):
             table.add_column(column, overflow="fold", ratio=ratio)
         style = {"pass": "green", "fail": "red"}
         for v in verdicts:
             # The profile note below already says why paper claims are not evaluated here.
             shown_reason = v["reason"] and v["verdict"] not in NEEDS.values()
             verdict = v["verdict"] + (f": {v['reason']}" if shown_reason else "")
-            table.add_row(v["id"], v["claim"], v["paper_value"], v["ours"] or "-", v["tolerance"] or "-",
+            table.add_row(v["id"], v["claim"], v["paper_value"], v["ours"] or "-", v["tolerance"] or "-", v["rule"],
                           f"[{style.get(v['verdict'], 'yellow')}]{verdict}[/]", v["command"])
         out.print(table)
         if p.profile != "paper":

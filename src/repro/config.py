@@ -107,6 +107,10 @@ class AnalyzeParams:
     # Resamples of test examples for each model's kappa / AUC / F1 interval (accuracy uses the exact binomial).
     example_resamples: Annotated[StrictInt, Field(gt=0, le=MAX_EXAMPLE_RESAMPLES)]
     ci_level: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
+    # Which value of each run the headline fits use (repro.sensitivity.RULES): best_val is the report value at the
+    # best-validation epoch of the best-validation config; max_report the authors' printed maximum over configs;
+    # last_epoch the best-validation config's last epoch. Every rule is in the sensitivity table either way.
+    report_rule: Literal["best_val", "max_report", "last_epoch"] = "best_val"
 
 
 @dataclass(frozen=True, config=_STRICT)

@@ -115,7 +115,7 @@ def data_uri(content: bytes, mime: str = "image/png") -> str:
 
 
 CLAIM_COLUMNS = (("id", "id"), ("claim", "claim"), ("paper_value", "paper / locked"), ("ours", "ours"),
-                 ("tolerance", "tolerance"), ("verdict", "verdict"), ("command", "command"))
+                 ("tolerance", "tolerance"), ("rule", "rule"), ("verdict", "verdict"), ("command", "command"))
 
 
 def model_rows(summary) -> list[dict]:
@@ -158,4 +158,55 @@ def render_report(*, profile: str, figures: Sequence[tuple[str, bytes]], slopes:
     return env.get_template("report.html.j2").render(
         profile=profile, profile_note=PROFILE_NOTES.get(profile, ""), figures=[(caption, data_uri(png)) for caption, png in figures],
         slope_caption=slope_caption(slopes), slope_columns=COLUMNS, slope_rows=slope_rows(slopes),
-        claim_columns=CLAIM_COLUMNS, claims=claims, provenance=provenance, models=summary_rows, compute=compute)
+        claim_columns=CLAIM_COLUMNS, claims=claims, provenance=provenance, models=summary_rows, compute=compute,
+        sensitivity=sensitivity_tables(slopes))
+
+
+def _yes(value) -> str:
+    return "-" if value is None else ("yes" if value else "no")
+
+
+SENSITIVITY_COLUMNS = (("rule", "rule"), ("threshold", "top-1 >="), ("transform", "axes"), ("left_out", "left out"),
+                       ("n", "models"), ("slope", "slope"), ("interval", "interval"), ("below", "slope < 0.05"),
+                       ("ci_below", "interval < 0.05"))
+
+
+def sensitivity_text_rows(rows: Sequence[Mapping]) -> list[dict]:
+    """One dataset's sensitivity rows (repro.sensitivity.COLUMNS) as text cells, the headline fit marked with *."""
+    out = []
+    for row in rows:
+        interval = row["reason"] if row["ci_low"] is None else f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+        out.append({"rule": row["rule"] + (" *" if row["headline"] else ""), "threshold": f"{row['threshold']:g}%",
+                    "transform": row["transform"], "left_out": row["left_out"] or "-", "n": str(row["n"]),
+                    "slope": _number(row["slope"]), "interval": interval or "-", "below": _yes(row["below_bound"]),
+                    "ci_below": _yes(row["ci_below_bound"]), "headline": row["headline"]})
+    return out
+
+
+def sensitivity_caption(doc: Mapping, dataset: str) -> str:
+    boot = doc["bootstrap"]
+    return (f"{dataset}: slope of the metric against ImageNet top-1 under each reporting rule, ImageNet threshold "
+            f"and axis transform, then with each model of the headline fit (*: rule {doc['rule']}, top-1 >= "
+            f"{doc['threshold']:g}%, {doc['transform']} axes) left out. Interval: {boot['level']:.0%} percentile "
+            f"bootstrap over models, {boot['resamples']} resamples, seed {boot['seed']}. The 0.05 bound is the "
+            "paper's on linear axes only.")
+
+
+def sensitivity_markdown(doc: Mapping) -> str:
+    """paper/tables/sensitivity.md from slopes.json's `sensitivity` (repro.sensitivity): the rules, then one table
+    per dataset."""
+    parts = ["# Sensitivity of the slopes (repro analyze)\n",
+             *(f"- `{rule}`: {text}" for rule, text in doc["rules"].items()), ""]
+    for dataset, rows in doc["datasets"].items():
+        table = markdown_table(sensitivity_text_rows(rows), SENSITIVITY_COLUMNS, sensitivity_caption(doc, dataset))
+        parts += [f"## {dataset}\n", table]
+    return "\n".join(parts)
+
+
+def sensitivity_tables(slopes: Mapping) -> list[dict]:
+    """One table per dataset from slopes.json's `sensitivity`; none from a slopes.json written without it."""
+    doc = slopes.get("sensitivity")
+    if not doc:
+        return []
+    return [{"dataset": name, "caption": sensitivity_caption(doc, name), "columns": SENSITIVITY_COLUMNS,
+             "rows": sensitivity_text_rows(rows)} for name, rows in doc["datasets"].items()]
