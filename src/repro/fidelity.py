@@ -218,7 +218,8 @@ ELEMENTS: tuple[Element, ...] = (
     _e("reporting rule", CODE, "sample_train.py:199-210",
        "prints both the test value at each config's best validation epoch (grid and max over configs)",
        "the report value at the best-validation config's best-validation epoch", "unknown",
-       "which printed number the paper plotted is not stated; the maximum over configs is the other reading",
+       "which printed number the paper plotted is not stated; the maximum over configs is the other reading: "
+       "`analyze.report_rule: max_report` fits it without retraining, and paper/tables/sensitivity.md shows both",
        [T + "test_training_learns_and_keeps_the_best_epoch"]),
     _e("splits", CODE, "datasets/aptos.py:41-53; cassava.py:41-53; eurosat.py:18-29; melanoma.py:19-37; "
        "hpa.py:43-47; cct20.py:17-24",
