@@ -21,7 +21,8 @@ from repro.datasets.images import read_image
 from repro.datasets.loaders import build_splits, cache_rule, effective_exif
 from repro.errors import ReproError
 from repro.study import finetune, finished_record, resolved_config
-from repro.train import Protocol, fingerprint, resolve_precision, train_config
+from repro.state import fingerprint
+from repro.train import Protocol, resolve_precision, train_config
 from test_loaders import make
 from test_rules import APTOS_LABELS, CCT
 

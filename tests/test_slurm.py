@@ -16,7 +16,7 @@ import time
 import pytest
 
 from conftest import run, tool_env
-from repro.train import PROGRESS
+from repro.state import PROGRESS
 from test_resume import MODEL, comparable, tiny_study
 
 

@@ -175,7 +175,8 @@ def finetune(model: str, dataset: str, fp: FinetuneParams, data_dir: Path, split
     from repro.datasets.loaders import build_splits
     from repro.metrics import METRICS
     from repro.splits import read_split, render
-    from repro.train import Protocol, StateStore, fingerprint, resolve_device, resolve_precision, run_grid
+    from repro.state import StateStore, fingerprint
+    from repro.train import Protocol, resolve_device, resolve_precision, run_grid
 
     spec = DATASETS[dataset]
     model_spec = models.get_spec(model)
@@ -302,7 +303,7 @@ def finetune_to_dir(model: str, dataset: str, fp: FinetuneParams, data_dir: Path
     from repro import ddp, failpoints
     from repro.results import provenance, write_run
     from repro.splits import atomic_write
-    from repro.train import cleanup_temp_files
+    from repro.state import cleanup_temp_files
 
     main = ddp.current().main
     run_dir = Path(run_dir)

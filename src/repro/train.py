@@ -11,17 +11,11 @@ Exercised by `repro finetune` and `repro sweep`.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import io
-import json
 import math
 import os
-import random
-import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,7 +25,7 @@ from torch.utils.data import DataLoader
 from repro import failpoints
 from repro.ddp import SINGLE, Dist
 from repro.errors import ReproError
-from repro.splits import atomic_write
+from repro.state import StateStore, rng_state, scheduler_state, set_rng_state
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
 
@@ -190,122 +184,6 @@ def _outputs(model: nn.Module) -> int:
     return last.out_features if isinstance(last, nn.Linear) else last.out_channels
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Saved state. `progress.pt` (torch.save, read back with weights_only=True: tensors, numbers, strings, lists and
-# dicts only) holds the finished configs' curves and the running config's model, optimizer, scheduler and RNG
-# states; the best weights live in separate safetensors files named by (config, epoch), written only when they
-# change, so an epoch does not rewrite them. Every file is written to a temp name and renamed; a file that the last
-# progress.pt does not name is left over from a kill and is deleted on open.
-
-PROGRESS = "progress.pt"
-LOCK = "lock"
-
-
-class StateStore:
-    """One run's state folder. Holds an exclusive lock while open, so two processes never run the same run.
-
-    `write=False` (the other ranks of a DDP run, whose rank 0 holds the lock and writes): reads the saved state,
-    writes and deletes nothing."""
-
-    def __init__(self, folder: Path, *, write: bool = True) -> None:
-        self.folder = Path(folder)
-        self.write = write
-        self._lock = None
-
-    def __enter__(self) -> StateStore:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        if not self.write:
-            return self
-        self._lock = open(self.folder / LOCK, "w")
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
-            raise ReproError(f"{self.folder}: another process is running this fine-tune (it holds {LOCK}); "
-                             "wait for it or stop it") from None
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._lock is not None:
-            self._lock.close()
-            self._lock = None
-
-    def load(self) -> dict | None:
-        path = self.folder / PROGRESS
-        if not path.is_file():
-            self.tidy(set())
-            return None
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # a corrupt file cannot come from an atomic rename; say so rather than guess
-            raise ReproError(f"{path}: unreadable saved state ({exc.__class__.__name__}); delete {self.folder} "
-                             "to start this run over") from None
-        self.tidy(set(state.get("files", [])))
-        return state
-
-    def save(self, state: dict) -> None:
-        if not self.write:
-            return
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        atomic_write(self.folder / PROGRESS, buffer.getvalue())
-        self.tidy(set(state.get("files", [])))
-
-    def save_best(self, name: str, weights: Mapping[str, torch.Tensor], scores: np.ndarray) -> None:
-        from safetensors.torch import save
-
-        if not self.write:
-            return
-        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in weights.items()}
-        tensors["report_scores"] = torch.from_numpy(np.ascontiguousarray(scores))
-        atomic_write(self.folder / name, save(tensors))
-
-    def load_best(self, name: str) -> tuple[dict[str, torch.Tensor], np.ndarray]:
-        from safetensors.torch import load_file
-
-        tensors = load_file(self.folder / name)
-        scores = tensors.pop("report_scores").numpy()
-        return {k.removeprefix("model."): v for k, v in tensors.items()}, scores
-
-    def tidy(self, keep: set[str]) -> None:
-        """Delete what a kill left behind: temp files and best-weight files no saved progress names."""
-        if not self.write:
-            return
-        for path in self.folder.iterdir():
-            if path.name in (PROGRESS, LOCK) or path.name in keep:
-                continue
-            path.unlink(missing_ok=True)
-
-    def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def _rng_state(loader_generator: torch.Generator) -> dict:
-    np_state = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "loader": loader_generator.get_state(),
-             "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
-             "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict, loader_generator: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    loader_generator.set_state(state["loader"])
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), cached))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _scheduler_state(scheduler) -> dict:
-    # MultiStepLR keeps its milestones in a Counter, which a weights-only load refuses; they come from the protocol.
-    return {k: v for k, v in scheduler.state_dict().items() if k != "milestones"}
-
-
 def train_config(
     build: Callable[[], nn.Module],
     splits: Mapping[str, object],
@@ -357,7 +235,7 @@ def train_config(
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
-        _set_rng_state(resume["rng_ranks"][dist.rank] if dist.active else resume["rng"], generator)
+        set_rng_state(resume["rng_ranks"][dist.rank] if dist.active else resume["rng"], generator)
         saved = resume["result"]
         result.curve, result.best_epoch = list(saved["curve"]), saved["best_epoch"]
         result.train_images, result.train_seconds = saved["train_images"], saved["train_seconds"]
@@ -423,7 +301,7 @@ def train_config(
             on_epoch(epoch, record)
         if checkpoint is not None:
             snapshot = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": _scheduler_state(scheduler), "rng": _rng_state(generator)}
+                        "scheduler": scheduler_state(scheduler), "rng": rng_state(generator)}
             if dist.active:  # every rank's streams, so that each resumes its own (rank 0 writes the file)
                 snapshot["rng_ranks"] = ddp.all_objects(snapshot["rng"])
             checkpoint(result, snapshot, improved)
@@ -451,11 +329,6 @@ class GridResult:
     @property
     def train_images(self) -> int:
         return sum(r.train_images for r in self.configs)
-
-
-def fingerprint(document: Mapping) -> str:
-    """A stable text of the resolved run config; a saved state made under another config is not resumed."""
-    return json.dumps(document, sort_keys=True, default=str)
 
 
 def run_grid(
@@ -538,14 +411,6 @@ def run_grid(
         done.append(result)
         save(None, [leader_file] if leader_file else [])
     return GridResult(done, leader, leader_scores, leader_weights, resumed_from)
-
-
-def cleanup_temp_files(folder: Path) -> None:
-    """Remove temp files an interrupted atomic write left in `folder` (they start with '.' and hold '.tmp-')."""
-    with contextlib.suppress(FileNotFoundError):
-        for path in Path(folder).iterdir():
-            if path.name.startswith(".") and ".tmp-" in path.name and path.is_file():
-                path.unlink(missing_ok=True)
 
 
 def protocol_dict(protocol: Protocol) -> dict:
