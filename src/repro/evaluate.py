@@ -1,8 +1,8 @@
 """Verify a released fine-tuned checkpoint: hash first, load without running code, re-evaluate, compare.
 
-The release manifest (`paper/checkpoints.yaml`, written by `repro release`, see repro.release) pins each checkpoint
-by sha256 and size and records the metric its run reported, the split it was measured on (with the split file's
-sha256) and the preprocessing. Verifying one entry is, in this order:
+The release manifest (`paper/checkpoints.yaml`, written by `repro release`, see repro.release; read and checked by
+repro.manifest) pins each checkpoint by sha256 and size and records the metric its run reported, the split it was
+measured on (with the split file's sha256) and the preprocessing. Verifying one entry is, in this order:
 1. refuse a pickle format (`.pt`, `.pth`, `.bin`) unless `allow_pickle`, before the file is read at all;
 2. download it when it is a URL (repro.download: https/file only, size limit, sha256 checked before the rename),
    or hash the local file; a mismatch is refused before anything parses the file;
