@@ -1,6 +1,6 @@
 """Start-up time of the CLI as a user meets it: wall time of `repro --help` (a fresh process each time, the venv's
 entry point), best of five. Target: under 0.3 s (issue 16); the help path must not import torch, pandas or
-matplotlib (tests/test_cli.py checks that part).
+matplotlib (tests/test_structure.py and tests/test_cli.py check that part).
 
     .venv/bin/python benchmarks/cli_help_time.py [--repeats 5] [--check] [-- VERB ...]
 

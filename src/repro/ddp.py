@@ -29,6 +29,8 @@ from datetime import timedelta
 
 import numpy as np
 
+from repro.errors import ReproError
+
 # collectives wait this long for the slowest rank (a decoded-image cache build on rank 0 can take a while)
 TIMEOUT = timedelta(hours=6)
 
@@ -161,3 +163,18 @@ def torchrun_command(nproc: int, args: Sequence[str], program: Sequence[str] = (
     """The command that runs `repro <args>` (or another `program`) in `nproc` processes on this node."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
             *program, *args]
+
+
+def spawn(nproc: int, args: Sequence[str], what: str) -> bool:
+    """Start `repro <args>` in `nproc` processes of this node under torchrun and wait for them, when `nproc` > 1
+    and this process is not already one of them; True when it did (the caller's work is then done). Their failure
+    is one ReproError naming `what`; the same command resumes."""
+    if nproc <= 1 or from_env().active:
+        return False
+    import subprocess
+
+    code = subprocess.run(torchrun_command(nproc, args)).returncode
+    if code:
+        raise ReproError(f"the {nproc} DDP processes of {what} ended with exit status {code} (see their output "
+                         "above); run the same command again to resume")
+    return True

@@ -1,4 +1,4 @@
-"""The project's file layout, relative to the repository root (where dvc.yaml is). Only cli.py uses it."""
+"""The project's file layout, relative to the repository root (where dvc.yaml is). Only repro.cli uses it."""
 
 from pathlib import Path
 
