@@ -1,11 +1,13 @@
 """Shared fixtures. The `smoke_study` fixture runs the real embedded study once per session with `dvc repro` in a
-temporary copy of the repository, as a new user would from a fresh clone."""
+temporary copy of the repository, as a new user would from a fresh clone; it starts in the background as soon as
+the tests are collected (docs/testing.md, "Speed")."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -51,19 +53,81 @@ def copy_checkout(dest: Path) -> Path:
     return dest
 
 
+class _BackgroundStudy:
+    """`dvc repro` of the smoke study in a copy of the repository, started in the background at collection time
+    when a selected test uses `smoke_study`, so that it runs alongside the tests that come first (test files run
+    in name order; tests/test_study.py comes late) instead of after them. Output goes to files, not pipes, so a
+    long run never blocks on a full pipe."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.stdout, self.stderr = root.parent / "dvc-repro.stdout", root.parent / "dvc-repro.stderr"
+        args = [str(BIN / "dvc"), "repro"]
+        with self.stdout.open("w") as out, self.stderr.open("w") as err:
+            self.proc = subprocess.Popen(args, cwd=root, env=tool_env(), stdout=out, stderr=err,
+                                         start_new_session=True)
+        self.args = args
+        self.result: subprocess.CompletedProcess | None = None
+
+    def wait(self) -> subprocess.CompletedProcess:
+        if self.result is None:
+            # no timeout: on a loaded 2-core machine the study can take over 15 minutes (the old 900 s limit
+            # expired), and a test must not fail because the machine is slow
+            code = self.proc.wait()
+            self.result = subprocess.CompletedProcess(self.args, code, self.stdout.read_text(),
+                                                      self.stderr.read_text())
+        if self.result.returncode != 0:
+            raise AssertionError(f"{self.args} failed ({self.result.returncode}):\n{self.result.stdout}\n"
+                                 f"{self.result.stderr}")
+        return self.result
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            # the session left early (-x, a failure, Ctrl-C): stop dvc and the stage commands it started (its own
+            # process group, from start_new_session)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+_STUDY_KEY = pytest.StashKey[_BackgroundStudy]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if session.config.option.collectonly:
+        return
+    if any("smoke_study" in getattr(item, "fixturenames", ()) for item in session.items):
+        root = copy_checkout(session.config._tmp_path_factory.mktemp("study"))
+        session.config.stash[_STUDY_KEY] = _BackgroundStudy(root)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    study = session.config.stash.get(_STUDY_KEY, None)
+    if study is not None:
+        study.stop()
+
+
 @pytest.fixture(scope="session")
-def smoke_study(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """A copy of the repository after `dvc repro` of the default (smoke) study."""
-    root = copy_checkout(tmp_path_factory.mktemp("study"))
-    # no timeout: on a loaded 2-core machine this takes over 15 minutes (measured: the old 900 s limit expired), and
-    # a test must not fail because the machine is slow
-    return root, run([str(BIN / "dvc"), "repro"], root, timeout=None)
+def smoke_study(request, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A copy of the repository after `dvc repro` of the default (smoke) study (started at collection time)."""
+    study = request.config.stash.get(_STUDY_KEY, None)
+    if study is None:  # e.g. requested only through getfixturevalue: start it now
+        study = request.config.stash[_STUDY_KEY] = _BackgroundStudy(copy_checkout(tmp_path_factory.mktemp("study")))
+    return study.root, study.wait()
 
 
 @pytest.fixture
 def checkout(tmp_path) -> Path:
     """A fresh copy of the repository (no results), for CLI tests that write files."""
     return copy_checkout(tmp_path / "repo")
+
+
+@pytest.fixture(scope="session")
+def shared_checkout(tmp_path_factory) -> Path:
+    """One fresh copy of the repository for the whole session, for tests whose commands must write nothing (each
+    such test asserts that the files are unchanged, so a command that wrongly writes still fails its own test):
+    copying the checkout (git init, add, commit) once instead of once per case."""
+    return copy_checkout(tmp_path_factory.mktemp("shared") / "repo")
 
 
 @contextlib.contextmanager

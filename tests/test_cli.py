@@ -33,7 +33,8 @@ def test_help_never_imports_torch():
         (["collect", "--params", "nowhere.yaml"], 1, "error: nowhere.yaml: not found"),
     ],
 )
-def test_bad_input_gives_one_line_and_an_exit_code(checkout, args, code, message):
+def test_bad_input_gives_one_line_and_an_exit_code(shared_checkout, args, code, message):
+    checkout = shared_checkout
     before = sorted(p.relative_to(checkout) for p in checkout.rglob("*") if ".git" not in p.parts)
     done = run([REPRO, *args], checkout, check=False)
     assert done.returncode == code

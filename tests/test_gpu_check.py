@@ -173,10 +173,10 @@ def test_a_command_past_its_cap_is_killed_with_its_children(tmp_path):
     # a part's process and a child of it (as DataLoader workers are), both sleeping far past the cap
     child = "import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', 'import time; " \
             "time.sleep(60)']); print('child', p.pid, flush=True); time.sleep(60)"
-    started = time.monotonic()
     code, tail = gpu_check.run_command([sys.executable, "-c", child], 3, tmp_path / "log")
+    # no exit code: stopped by the cap (a process that ran out its 60 s sleep would have exited 0); no clock read
+    # here, so a slow machine cannot fail this test
     assert code is None and tail.startswith("child ")
-    assert time.monotonic() - started < 50  # stopped by the cap, not by the 60 s sleep
     pid = int(tail.split()[1])
     for _ in range(50):  # the orphaned child is reaped by init shortly after the kill
         try:

@@ -139,35 +139,46 @@ write_archive(entries, root / "paper/checkpoints.yaml", root / "release.zip")
 """
 
 
-@pytest.mark.parametrize("spec", ["release.after_export:1", "atomic_write/digits.safetensors:1",
-                                  "atomic_write/checkpoints.yaml:1", "release.archive_before_rename:1"])
-def test_a_release_killed_at_a_failpoint_reruns_to_the_same_bytes(study, tmp_path, spec):
-    """SIGKILL `repro release`'s library path at a named point (repro.failpoints); the rerun writes exactly the
-    files an uninterrupted release writes, and no temp file is left."""
+def _release_in(root: Path, folder: Path, env: dict):
+    """Run the release script (a process of its own, so that a failpoint can SIGKILL it) for the tiny run of
+    `root` into `folder`."""
     import subprocess
     import sys
 
+    runs = [str(root / "results/runs" / TINY / "digits")]
+    shutil.copytree(root / "data", folder / "data", dirs_exist_ok=True)
+    return subprocess.run([sys.executable, "-c", _RELEASE_SCRIPT, str(folder), *runs], env=env,
+                          capture_output=True, text=True)
+
+
+def _released_files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not str(p.relative_to(folder)).startswith("data/")}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_release(study, tmp_path_factory) -> dict[str, bytes]:
+    """The files an uninterrupted release of the study's run writes: one reference for every failpoint case."""
+    from conftest import tool_env
+
+    reference = tmp_path_factory.mktemp("reference")
+    done = _release_in(study[0], reference, tool_env())
+    assert done.returncode == 0, done.stderr
+    return _released_files(reference)
+
+
+@pytest.mark.parametrize("spec", ["release.after_export:1", "atomic_write/digits.safetensors:1",
+                                  "atomic_write/checkpoints.yaml:1", "release.archive_before_rename:1"])
+def test_a_release_killed_at_a_failpoint_reruns_to_the_same_bytes(study, uninterrupted_release, tmp_path, spec):
+    """SIGKILL `repro release`'s library path at a named point (repro.failpoints); the rerun writes exactly the
+    files an uninterrupted release writes, and no temp file is left."""
     from conftest import tool_env
     from repro import failpoints
 
     root = study[0]
-    runs = [str(root / "results/runs" / TINY / "digits")]
-
-    def release_in(folder: Path, env: dict) -> subprocess.CompletedProcess:
-        shutil.copytree(root / "data", folder / "data", dirs_exist_ok=True)
-        return subprocess.run([sys.executable, "-c", _RELEASE_SCRIPT, str(folder), *runs], env=env,
-                              capture_output=True, text=True)
-
-    reference = tmp_path / "reference"
-    assert release_in(reference, tool_env()).returncode == 0
     crashed = tmp_path / "crashed"
-    done = release_in(crashed, {**tool_env(), failpoints.VARIABLE: spec})
+    done = _release_in(root, crashed, {**tool_env(), failpoints.VARIABLE: spec})
     assert done.returncode == -9, f"{spec}: not killed ({done.returncode})\n{done.stderr[-1500:]}"
-    assert release_in(crashed, tool_env()).returncode == 0
-
-    def files(folder: Path) -> dict[str, bytes]:
-        return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-                if p.is_file() and not str(p.relative_to(folder)).startswith("data/")}
-
-    assert files(crashed) == files(reference)
+    assert _release_in(root, crashed, tool_env()).returncode == 0
+    assert _released_files(crashed) == uninterrupted_release
     assert not [p for p in crashed.rglob("*") if ".tmp-" in p.name]

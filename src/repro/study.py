@@ -180,6 +180,12 @@ def finetune(model: str, dataset: str, fp: FinetuneParams, data_dir: Path, split
 
     spec = DATASETS[dataset]
     model_spec = models.get_spec(model)
+    if fp.pretrained and model_spec.has_weights:
+        # a missing or altered weight file stops the run here, before the decoded-image cache is built (minutes on a
+        # real dataset); build_model below locates it again (its hash is not recomputed: repro.weights._VERIFIED)
+        from repro.weights import locate
+
+        locate(model_spec, Path(fp.weights_dir) if fp.weights_dir else None, weights_lock)
     config = resolved_config(model, dataset, fp)
     size = config["image_size"]
     mean, std = tuple(config["mean"]), tuple(config["std"])
