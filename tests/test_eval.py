@@ -300,7 +300,7 @@ def test_help_of_the_new_verbs_never_imports_torch():
 
 def test_the_committed_release_verifies_on_one_checkpoint(tmp_path):
     """The reviewer's path on a fresh copy of the repository, for the smallest released checkpoint: prepare the
-    digits, verify offline; `tests/test_eval.py::test_the_committed_release_verifies_end_to_end` does all five."""
+    digits, verify offline; `tests/test_eval.py::test_the_committed_release_verifies_end_to_end` does them all."""
     from conftest import copy_checkout
 
     root = copy_checkout(tmp_path / "clone")
