@@ -320,6 +320,7 @@ def test_the_committed_release_verifies_end_to_end(tmp_path):
     root = copy_checkout(tmp_path / "clone")
     run([REPRO, "data", "prepare", "digits"], root)
     done = run([REPRO, "eval", "--all"], root)
-    assert "5 checkpoint(s): 5 pass, 0 fail, 0 refused" in done.stdout
+    released = len(read_manifest(root / "paper" / "checkpoints.yaml"))
+    assert released == 3 and f"{released} checkpoint(s): {released} pass, 0 fail, 0 refused" in done.stdout
     report = json.loads((root / "results" / "eval.json").read_text())
     assert all(c["difference"] == 0.0 for c in report["checkpoints"])  # measured: CPU reproduces them exactly
