@@ -180,12 +180,11 @@ def finetune(model: str, dataset: str, fp: FinetuneParams, data_dir: Path, split
 
     spec = DATASETS[dataset]
     model_spec = models.get_spec(model)
-    if fp.pretrained and model_spec.has_weights:
-        # a missing or altered weight file stops the run here, before the decoded-image cache is built (minutes on a
-        # real dataset); build_model below locates it again (its hash is not recomputed: repro.weights._VERIFIED)
-        from repro.weights import locate
-
-        locate(model_spec, Path(fp.weights_dir) if fp.weights_dir else None, weights_lock)
+    weights_dir = Path(fp.weights_dir) if fp.weights_dir else None
+    # Located and verified here, so a missing or altered weight file stops the run before the decoded-image cache is
+    # built (minutes on a real dataset); build_model locates it again per config (its hash is not recomputed:
+    # repro.weights._VERIFIED).
+    init = init_record(model_spec, fp.pretrained, weights_lock, weights_dir)
     config = resolved_config(model, dataset, fp)
     size = config["image_size"]
     mean, std = tuple(config["mean"]), tuple(config["std"])
@@ -213,7 +212,6 @@ def finetune(model: str, dataset: str, fp: FinetuneParams, data_dir: Path, split
                         adamw_wd_over_lr=fp.adamw_wd_over_lr, schedule=fp.schedule, seed=fp.seed,
                         device=fp.device, num_workers=fp.num_workers, selection=fp.selection, precision=fp.precision,
                         channels_last=fp.channels_last, compile=fp.compile, deterministic=fp.deterministic)
-    weights_dir = Path(fp.weights_dir) if fp.weights_dir else None
 
     _, build_size = models.input_size(model, fp.image_size or spec.image_size, fp.fixed_input_size)
 
@@ -229,10 +227,11 @@ def finetune(model: str, dataset: str, fp: FinetuneParams, data_dir: Path, split
                        on_epoch=on_epoch)
     results, chosen = out.configs, out.chosen
     seconds, images = out.train_seconds, out.train_images
+    device = resolve_device(fp.device)
     record = {
         "model": model,
         "model_display": model_spec.display,
-        **init_record(model_spec, fp.pretrained, weights_lock, Path(fp.weights_dir) if fp.weights_dir else None),
+        **init,
         "pretrained": fp.pretrained,
         "dataset": dataset,
         "metric": spec.metric,
@@ -246,9 +245,9 @@ def finetune(model: str, dataset: str, fp: FinetuneParams, data_dir: Path, split
         "configs": [{"lr": r.lr, "wd": r.wd, "diverged": r.diverged, "best_epoch": r.best_epoch,
                      "curve": r.curve} for r in results],
         "config": config,
-        "device": str(resolve_device(fp.device)),
+        "device": str(device),
         # what the run actually computed in (finetune.precision bf16 is fp32 on a CPU) and how its images were read
-        "precision_used": "fp32" if resolve_precision(fp.precision, resolve_device(fp.device)) is None else "bf16",
+        "precision_used": "fp32" if resolve_precision(fp.precision, device) is None else "bf16",
         "exif_applied": data.exif,
         "train_cache": data.cache_short_side,
         "train_seconds": round(seconds, 3),
