@@ -22,6 +22,7 @@ import sys
 import time
 
 import numpy as np
+from timing import timed
 import pandas as pd
 
 from repro.analysis import dataset_slopes
@@ -40,8 +41,8 @@ def table() -> pd.DataFrame:
     for d, name in enumerate(DATASETS):
         for i, top1 in enumerate(TOP1):
             value = 0.5 + 0.05 * d * top1 / 100 + rng.normal(0, 0.01)
-            rows.append({"model": f"m{i}", "model_display": f"M{i}", "imagenet_top1": top1, "dataset": name,
-                         "metric": "accuracy", "value": value, "status": "ok"})
+            rows.append({"model": f"m{i}", "model_display": f"M{i}", "imagenet_top1": top1, "init": "imagenet",
+                         "dataset": name, "metric": "accuracy", "value": value, "status": "ok"})
     return pd.DataFrame(rows)
 
 
@@ -57,15 +58,6 @@ def scipy_baseline(summary: pd.DataFrame, threshold: float) -> None:
         for mask in (np.ones(len(x), bool), x >= threshold / 100):
             bootstrap((x[mask], y[mask]), slope, paired=True, vectorized=True, n_resamples=RESAMPLES, rng=0,
                       method="percentile")
-
-
-def timed(function, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def main() -> int:

@@ -19,9 +19,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 
 import numpy as np
+from timing import timed
 
 from repro import sensitivity as sens
 from repro.analysis import bootstrap_slope, dataset_slopes
@@ -77,15 +77,6 @@ def baseline(runs: list[dict]) -> None:
         whole(runs)
     finally:
         sens.slope_intervals = original
-
-
-def timed(function, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def main() -> int:
