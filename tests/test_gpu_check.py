@@ -173,12 +173,14 @@ def test_a_command_past_its_cap_is_killed_with_its_children(tmp_path):
     # a part's process and a child of it (as DataLoader workers are), both sleeping far past the cap
     child = "import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', 'import time; " \
             "time.sleep(60)']); print('child', p.pid, flush=True); time.sleep(60)"
-    code, tail = gpu_check.run_command([sys.executable, "-c", child], 3, tmp_path / "log")
+    # a 10 s cap: the part must start its child and print before the cap, which takes well under a second on an
+    # idle machine; 10 s leaves room for a busy one (the child sleeps 60 s, so the cap still decides)
+    code, tail = gpu_check.run_command([sys.executable, "-c", child], 10, tmp_path / "log")
     # no exit code: stopped by the cap (a process that ran out its 60 s sleep would have exited 0); no clock read
     # here, so a slow machine cannot fail this test
     assert code is None and tail.startswith("child ")
     pid = int(tail.split()[1])
-    for _ in range(50):  # the orphaned child is reaped by init shortly after the kill
+    for _ in range(300):  # the orphaned child is reaped by init shortly after the kill (up to 30 s on a busy machine)
         try:
             os.kill(pid, 0)
         except ProcessLookupError:

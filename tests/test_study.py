@@ -81,6 +81,21 @@ def test_the_eval_stage_verifies_the_release_and_dvc_pins_its_files(smoke_study)
     assert "up to date" in run([dvc, "status", "eval"], root).stdout
 
 
+def test_release_model_releases_only_the_named_runs_and_refuses_a_model_outside_the_study(smoke_study, tmp_path):
+    """`repro release --model` (how the committed release keeps git under 40 MB): only the named runs are exported;
+    a model that is not one of the study's is one usage line, exit 2, nothing written."""
+    root, _ = smoke_study
+    repro, chosen = str(BIN / "repro"), SMOKE["finetune"]["models"][-1]
+    manifest, out = tmp_path / "rel/checkpoints.yaml", tmp_path / "rel/checkpoints"
+    run([repro, "release", "--model", chosen, "--manifest", str(manifest), "--out", str(out)], root)
+    assert [e["model"] for e in yaml.safe_load(manifest.read_text())["checkpoints"]] == [chosen]
+    assert len(list(out.rglob("*.safetensors"))) == 1
+    done = run([repro, "release", "--model", "timm/efficientnet_b0.ra_in1k", "--manifest", str(tmp_path / "x.yaml"),
+                "--out", str(tmp_path / "x")], root, check=False)
+    assert done.returncode == 2 and "--model timm/efficientnet_b0.ra_in1k: not one of the study's models" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "x.yaml").exists() and not (tmp_path / "x").exists()
+
+
 def test_the_study_released_as_an_archive_verifies_from_it(smoke_study, tmp_path):
     """`repro release --archive` on the study's real runs, then `repro eval --archive` with the released folder
     gone: every file comes out of the zip and passes against the new manifest."""
